@@ -1,0 +1,131 @@
+"""The loss contract: :class:`PairLogps` in, :class:`LossOutput` out, losses registered by name.
+
+All tensors in :class:`PairLogps` are *completion-aligned*: ``chosen[b, t]`` is
+``log pi(y_t | x, y_<t)`` for the ``t``-th completion token of pair ``b`` (left-justified),
+``chosen_mask[b, t]`` is ``True`` on real completion tokens and ``False`` on padding. Chosen and
+rejected may have different widths ``T``. Padding values are arbitrary; losses must use the masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+
+@dataclass
+class PairLogps:
+    """Per-token log-probs of a batch of preference pairs (see module docstring for alignment)."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    chosen_mask: torch.Tensor
+    rejected_mask: torch.Tensor
+    ref_chosen: torch.Tensor | None = None
+    ref_rejected: torch.Tensor | None = None
+    chosen_token_rewards: torch.Tensor | None = None
+    rejected_token_rewards: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        for name, logps, mask in (
+            ("chosen", self.chosen, self.chosen_mask),
+            ("rejected", self.rejected, self.rejected_mask),
+            ("ref_chosen", self.ref_chosen, self.chosen_mask),
+            ("ref_rejected", self.ref_rejected, self.rejected_mask),
+            ("chosen_token_rewards", self.chosen_token_rewards, self.chosen_mask),
+            ("rejected_token_rewards", self.rejected_token_rewards, self.rejected_mask),
+        ):
+            if logps is not None and logps.shape != mask.shape:
+                raise ValueError(f"PairLogps.{name} has shape {tuple(logps.shape)}, its mask {tuple(mask.shape)}")
+        if self.chosen.shape[0] != self.rejected.shape[0]:
+            raise ValueError(
+                f"PairLogps: {self.chosen.shape[0]} chosen rows but {self.rejected.shape[0]} rejected rows"
+            )
+        if self.weights is not None and self.weights.shape != (self.chosen.shape[0],):
+            raise ValueError(f"PairLogps.weights must have shape [B]={self.chosen.shape[0]}, got {tuple(self.weights.shape)}")
+
+    @property
+    def has_reference(self) -> bool:
+        return self.ref_chosen is not None and self.ref_rejected is not None
+
+
+@dataclass
+class LossOutput:
+    """``loss`` is per example ``[B]`` with weights applied; rewards are detached ``[B]``."""
+
+    loss: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class LossFn(Protocol):
+    requires_reference: bool
+
+    def __call__(self, batch: PairLogps) -> LossOutput: ...
+
+
+@dataclass(frozen=True)
+class _RegisteredLoss:
+    fn: Callable[..., LossOutput]
+    requires_reference: bool
+
+
+_REGISTRY: dict[str, _RegisteredLoss] = {}
+
+
+def register_loss(name: str, *, requires_reference: bool) -> Callable[[Callable[..., LossOutput]], Callable[..., LossOutput]]:
+    """Register ``fn(batch: PairLogps, **hparams) -> LossOutput`` under ``name``.
+
+    >>> @register_loss("my_loss", requires_reference=False)
+    ... def my_loss(batch, *, beta: float = 0.1): ...
+    """
+
+    def decorator(fn: Callable[..., LossOutput]) -> Callable[..., LossOutput]:
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"a loss named {name!r} is already registered ({_REGISTRY[name].fn.__module__})")
+        _REGISTRY[name] = _RegisteredLoss(fn, requires_reference)
+        return fn
+
+    return decorator
+
+
+def available_losses() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+class _BoundLoss:
+    """A registered loss with its hyperparameters bound; what :func:`get_loss` returns."""
+
+    def __init__(self, name: str, entry: _RegisteredLoss, hparams: dict) -> None:
+        self.name = name
+        self.hparams = hparams
+        self.requires_reference = entry.requires_reference
+        self._fn = entry.fn
+
+    def __call__(self, batch: PairLogps) -> LossOutput:
+        if self.requires_reference and not batch.has_reference:
+            raise ValueError(f"loss {self.name!r} needs reference log-probs (ref_chosen/ref_rejected) but got None")
+        return self._fn(batch, **self.hparams)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hparams.items())
+        return f"get_loss({self.name!r}{', ' if args else ''}{args})"
+
+
+def get_loss(name: str, **hparams) -> LossFn:
+    """Return the registered loss ``name`` with ``hparams`` bound, validating the names eagerly."""
+    import inspect
+
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown loss {name!r}; registered losses: {', '.join(available_losses())}")
+    entry = _REGISTRY[name]
+    params = inspect.signature(entry.fn).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    valid = [p for p in list(params)[1:] if params[p].kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(hparams) - set(valid))
+    if unknown and not accepts_any:
+        raise TypeError(f"loss {name!r} got unknown hyperparameter(s) {unknown}; valid: {valid}")
+    return _BoundLoss(name, entry, hparams)
