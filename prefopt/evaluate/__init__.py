@@ -1,0 +1,1 @@
+"""Evaluation: accuracy and length, the length-controlled win rate (:mod:`prefopt.evaluate.lc_winrate`), plots."""
