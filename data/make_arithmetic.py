@@ -1,0 +1,198 @@
+"""Generate prefopt's synthetic arithmetic word problems and a small offline preference set.
+
+Deterministic (seeded ``random.Random``), no third-party data. Writes, next to this file:
+
+- ``arithmetic/train.jsonl`` and ``arithmetic/heldout.jsonl``: one problem per line with fields
+  ``id`` (stable, e.g. ``"train-00042"``), ``question`` (the word problem, without any answer-format
+  instruction), ``answer`` (the gold: the integer as a plain string, e.g. ``"18"``; the GSM8K-style
+  ``#### N`` marker belongs to the *model's* output, not to the gold) and ``difficulty`` (1-3).
+  No question appears in both splits.
+- ``arithmetic_pairs.jsonl``: TRL *conversational* preference pairs (``prompt`` = one user message
+  holding the question plus :data:`INSTRUCTION`, ``chosen`` / ``rejected`` = one assistant message).
+  ``chosen`` is a concise correct solution; ``rejected`` is either a verbose correct solution (the
+  length bias the length-aware losses should undo) or a concise wrong one.
+
+Difficulty levels:
+
+1. one operation (``+``, ``-``, ``*``) on small numbers (operands <= 20, products <= 100);
+2. two operations on small numbers;
+3. three operations, operands up to 50.
+
+Usage: ``python data/make_arithmetic.py [--seed 0] [--train 2000] [--heldout 200] [--pairs 500]
+[--mix 1:0.6,2:0.3,3:0.1]``. The defaults regenerate the committed files byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+INSTRUCTION = "Solve the problem. Give the final answer as a number after ####."
+"""Answer-format instruction appended to each question in prompts (recipes use the same text)."""
+
+NAMES = ("Tom", "Ana", "Lena", "Omar", "Mia", "Raj", "Sara", "Ben", "Yuki", "Leo", "Nora", "Ivan")
+ITEMS = ("apples", "pencils", "stickers", "marbles", "books", "cookies", "cards", "shells", "coins", "stamps")
+DEFAULT_MIX = {1: 0.6, 2: 0.3, 3: 0.1}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One operation applied to the running total: its sentence and its effect."""
+
+    sentence: str
+    expression: str
+    value: int
+
+
+def _step(rng: random.Random, total: int, name: str, item: str, limit: int) -> Step:
+    """Pick an operation valid for ``total`` (results stay positive integers) and phrase it."""
+    ops: list[Callable[[], Step]] = []
+
+    def add() -> Step:
+        n = rng.randint(2, limit)
+        verb = rng.choice(("buys", "finds", "gets", "is given"))
+        return Step(f"{name} {verb} {n} more {item}.", f"{total} + {n}", total + n)
+
+    def sub() -> Step:
+        n = rng.randint(1, total - 1)
+        verb = rng.choice(("gives away", "loses", "uses", "sells"))
+        return Step(f"{name} {verb} {n} {item}.", f"{total} - {n}", total - n)
+
+    def mul() -> Step:
+        n = rng.randint(2, max(2, min(5, 100 // total)))
+        word = {2: "doubles", 3: "triples"}.get(n)
+        sentence = f"{name} {word} the {item}." if word else f"{name} ends up with {n} times as many {item}."
+        return Step(sentence, f"{total} * {n}", total * n)
+
+    ops.append(add)
+    if total > 2:
+        ops.append(sub)
+    if total <= 50:
+        ops.append(mul)
+    return rng.choice(ops)()
+
+
+def make_problem(rng: random.Random, difficulty: int) -> tuple[str, int, list[Step]]:
+    """A word problem of ``difficulty`` (1-3): ``(question, answer, steps)``."""
+    limit = 50 if difficulty == 3 else 20
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    start = rng.randint(2, limit)
+    steps: list[Step] = []
+    total = start
+    for _ in range(difficulty):
+        step = _step(rng, total, name, item, limit)
+        steps.append(step)
+        total = step.value
+    sentences = " ".join(s.sentence for s in steps)
+    question = f"{name} has {start} {item}. {sentences} How many {item} does {name} have now?"
+    return question, total, steps
+
+
+def concise_solution(steps: list[Step], answer: int) -> str:
+    """The short correct answer: the arithmetic, then ``#### N``."""
+    work = " ".join(f"{s.expression} = {s.value}." for s in steps)
+    return f"{work}\n#### {answer}"
+
+
+def verbose_solution(question: str, steps: list[Step], answer: int) -> str:
+    """A long-winded but correct answer (restates the problem, narrates every step)."""
+    lines = [
+        "Let's think about this problem carefully, step by step, to make sure we get it right.",
+        f"The problem says: {question}",
+        "First, let's identify what we know and what we need to find.",
+    ]
+    for i, s in enumerate(steps, 1):
+        lines.append(f"Step {i}: {s.sentence} So we compute {s.expression}, which gives us {s.value}.")
+        lines.append(f"Let me double-check that: {s.expression} is indeed {s.value}. Good.")
+    lines.append(f"Therefore, after all the steps, the final number is {answer}.")
+    lines.append(f"#### {answer}")
+    return "\n".join(lines)
+
+
+def wrong_solution(rng: random.Random, steps: list[Step], answer: int) -> str:
+    """A concise answer with one arithmetic slip propagated to a wrong final number."""
+    wrong = answer + rng.choice((-3, -2, -1, 1, 2, 3, 10))
+    if wrong <= 0:
+        wrong = answer + 1
+    work = " ".join(f"{s.expression} = {s.value}." for s in steps[:-1])
+    last = f"{steps[-1].expression} = {wrong}."
+    return f"{work} {last}".strip() + f"\n#### {wrong}"
+
+
+def _parse_mix(text: str) -> dict[int, float]:
+    mix: dict[int, float] = {}
+    for part in text.split(","):
+        level, _, weight = part.partition(":")
+        if int(level) not in (1, 2, 3) or float(weight) < 0:
+            raise ValueError(f"--mix: bad entry {part!r}; use LEVEL:WEIGHT with LEVEL in 1-3, e.g. 1:0.6,2:0.4")
+        mix[int(level)] = float(weight)
+    return mix
+
+
+def generate(
+    seed: int, n_train: int, n_heldout: int, n_pairs: int, mix: dict[int, float]
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Build ``(train, heldout, pairs)`` rows; unique questions, disjoint splits, deterministic."""
+    rng = random.Random(seed)
+    levels, weights = zip(*sorted(mix.items()))
+    seen: set[str] = set()
+    problems: list[tuple[str, int, int, list[Step]]] = []
+    while len(problems) < n_train + n_heldout:
+        difficulty = rng.choices(levels, weights)[0]
+        question, answer, steps = make_problem(rng, difficulty)
+        if question not in seen:
+            seen.add(question)
+            problems.append((question, answer, difficulty, steps))
+    heldout_rows = [
+        {"id": f"heldout-{i:05d}", "question": q, "answer": str(a), "difficulty": d}
+        for i, (q, a, d, _) in enumerate(problems[:n_heldout])
+    ]
+    train_problems = problems[n_heldout:]
+    train_rows = [
+        {"id": f"train-{i:05d}", "question": q, "answer": str(a), "difficulty": d}
+        for i, (q, a, d, _) in enumerate(train_problems)
+    ]
+    pairs = []
+    for question, answer, _, steps in train_problems[:n_pairs]:
+        rejected = verbose_solution(question, steps, answer) if rng.random() < 0.6 else wrong_solution(rng, steps, answer)
+        pairs.append(
+            {
+                "prompt": [{"role": "user", "content": f"{question}\n{INSTRUCTION}"}],
+                "chosen": [{"role": "assistant", "content": concise_solution(steps, answer)}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+        )
+    return train_rows, heldout_rows, pairs
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` as JSON Lines (creating the parent directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point; see the module docstring."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", type=int, default=2000, help="training problems")
+    parser.add_argument("--heldout", type=int, default=200, help="held-out problems")
+    parser.add_argument("--pairs", type=int, default=500, help="offline preference pairs (from train problems)")
+    parser.add_argument("--mix", default="1:0.6,2:0.3,3:0.1", help="difficulty weights LEVEL:WEIGHT,...")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="output directory")
+    args = parser.parse_args(argv)
+    if args.pairs > args.train:
+        parser.error("--pairs cannot exceed --train (pairs are built from training problems)")
+    train, heldout, pairs = generate(args.seed, args.train, args.heldout, args.pairs, _parse_mix(args.mix))
+    write_jsonl(args.out / "arithmetic" / "train.jsonl", train)
+    write_jsonl(args.out / "arithmetic" / "heldout.jsonl", heldout)
+    write_jsonl(args.out / "arithmetic_pairs.jsonl", pairs)
+    print(f"wrote {len(train)} train, {len(heldout)} held-out problems and {len(pairs)} pairs under {args.out}")
+
+
+if __name__ == "__main__":
+    main()
