@@ -1,0 +1,68 @@
+"""Row-level data problems and the exception that carries them.
+
+Every problem names the file (or dataset), the 1-based row (the line number for jsonl) and the
+field, so a user can open the file at the right place; :class:`DataValidationError` carries all
+of them, not just the first.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+#: How many problems an error message lists before summarizing the rest as a count.
+MAX_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one row.
+
+    ``reason`` is a short machine-readable category (``"empty_completion"``, ``"malformed_json"``,
+    ...) used to group counts; ``message`` says what is wrong and what to do.
+    """
+
+    source: str
+    row: int | None
+    field: str | None
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.row is not None:
+            where += f", row {self.row}"
+        if self.field is not None:
+            where += f", field '{self.field}'"
+        return f"{where}: {self.message}"
+
+    def to_dict(self) -> dict:
+        """JSON-serializable form (for ``prefopt data inspect --json``)."""
+        return asdict(self)
+
+
+def count_reasons(problems: list[Problem]) -> dict[str, int]:
+    """Number of problems per reason, most frequent first."""
+    return dict(Counter(p.reason for p in problems).most_common())
+
+
+def describe_problems(problems: list[Problem], limit: int = MAX_SHOWN) -> str:
+    """A multi-line listing of the first ``limit`` problems plus a count of the rest."""
+    lines = [f"  - {p}" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more")
+    return "\n".join(lines)
+
+
+class DataValidationError(ValueError):
+    """Raised when preference data has problems; ``problems`` holds every one of them."""
+
+    def __init__(self, problems: list[Problem], *, n_rows: int, hint: str) -> None:
+        self.problems = list(problems)
+        self.n_rows = n_rows
+        rows = {(p.source, p.row) for p in self.problems}
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in count_reasons(self.problems).items())
+        super().__init__(
+            f"{len(self.problems)} problem(s) in {len(rows)} of {n_rows} row(s) ({reasons}):\n"
+            f"{describe_problems(self.problems)}\n{hint}"
+        )
