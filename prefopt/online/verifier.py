@@ -1,0 +1,353 @@
+"""Answer verification with a hard time limit: math (math-verify), exact match, user callables by name.
+
+``get_verifier("math", timeout=5.0, fallback="last_number")`` returns a verifier whose
+``verify_batch(completions, golds)`` gives one :class:`~prefopt.online.types.VerifyResult` each.
+
+Answers (model side), first match wins: the last ``\\boxed{...}``; the text after the last
+``####``; with ``fallback="last_number"`` the last number in the text. Golds: GSM8K style
+(``... #### 1,234``), MATH style (``\\boxed{...}`` anywhere, or a bare LaTeX answer). Both are
+compared by ``math_verify.verify`` (numbers, fractions, LaTeX, tuples, sets, intervals).
+
+Hardening: sympy can hang on adversarial strings (``9^9^9^9``, ``1000000!``, deep nesting) and
+math-verify's own SIGALRM timeout only works in a main thread. So every check runs in a persistent
+worker *process* (``python -c ...``, JSON lines over pipes, no pickle), one item at a time with a
+wall-clock deadline; on a deadline the worker is killed, the item is recorded as
+``status="timeout"`` (incorrect), and a pre-started spare worker takes over at once. A parse failure
+or an exception in a check is ``"parse_error"`` / ``"error"``, also incorrect; nothing raises.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import select
+import subprocess
+import sys
+import time
+from functools import lru_cache
+from importlib import import_module
+from typing import Callable, Literal, Protocol, Sequence
+
+from prefopt.online.types import VerifyResult
+
+logger = logging.getLogger(__name__)
+
+Fallback = Literal["last_number", "none"]
+CheckFn = Callable[[str, str], bool]
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_STARTUP_TIMEOUT_S = 120.0
+
+
+# ----------------------------------------------------------------------------------- extraction
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j].strip()
+    return None
+
+
+def _clean_number(text: str) -> str:
+    text = text.strip().replace("$", "").replace("\\!", "")
+    return _THOUSANDS.sub("", text).rstrip(".").strip()
+
+
+def extract_answer(completion: str, fallback: Fallback = "last_number") -> str | None:
+    """The model's final answer: last ``\\boxed{}``, else after the last ``####``, else (fallback) the last number."""
+    boxed = last_boxed(completion)
+    if boxed is not None:
+        return boxed
+    if "####" in completion:
+        tail = completion.rsplit("####", 1)[1].strip().splitlines()
+        if tail and _clean_number(tail[0]):
+            return _clean_number(tail[0])
+    if fallback == "last_number":
+        numbers = _NUMBER.findall(completion)
+        if numbers:
+            return _clean_number(numbers[-1])
+    return None
+
+
+def extract_gold(gold: str) -> str:
+    """The reference answer: after ``####`` (GSM8K), inside the last ``\\boxed{}`` (MATH solution), else as is."""
+    if "####" in gold:
+        return _clean_number(gold.rsplit("####", 1)[1])
+    boxed = last_boxed(gold)
+    return boxed if boxed is not None else gold.strip()
+
+
+# ------------------------------------------------------------------------------- checks (worker side)
+@lru_cache(maxsize=4096)
+def _parse_boxed(answer: str) -> tuple:
+    from math_verify import parse
+
+    return tuple(parse("\\boxed{" + answer + "}", parsing_timeout=None))
+
+
+def math_check(completion: str, gold: str, fallback: Fallback = "last_number") -> VerifyResult:
+    """Verify one completion against one gold with math-verify, *without* a time limit (worker side)."""
+    from math_verify import verify
+
+    answer = extract_answer(completion, fallback)
+    if answer is None:
+        return VerifyResult(False, "no_answer", None, "no \\boxed{}, '####' or number in the completion")
+    gold_expr = _parse_boxed(extract_gold(gold))
+    if not gold_expr:
+        return VerifyResult(False, "parse_error", answer, f"math-verify could not parse the gold {gold[:80]!r}")
+    pred_expr = _parse_boxed(answer)
+    if not pred_expr:
+        return VerifyResult(False, "parse_error", answer, "math-verify could not parse the answer")
+    correct = verify(list(gold_expr), list(pred_expr), timeout_seconds=None)
+    return VerifyResult(bool(correct), "ok", answer)
+
+
+def _build_check(config: dict) -> Callable[[str, str], VerifyResult]:
+    if config["kind"] == "math":
+        math_check("\\boxed{1}", "1")  # warm math-verify's lazy imports before reporting ready
+        return lambda completion, gold: math_check(completion, gold, config["fallback"])
+    module, _, qualname = config["target"].partition(":")
+    fn = import_module(module)
+    for part in qualname.split("."):
+        fn = getattr(fn, part)
+    return lambda completion, gold: VerifyResult(bool(fn(completion, gold)), "ok", None)
+
+
+def _worker_main() -> None:
+    """Entry point of a worker process: config in argv[1], requests/results as JSON lines."""
+    check = _build_check(json.loads(sys.argv[1]))
+    out, sys.stdout = sys.stdout, sys.stderr  # stray prints must not corrupt the protocol
+    out.write('{"ready": true}\n')
+    out.flush()
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            result = check(request["completion"], request["gold"])
+        except Exception as exc:  # a bad item is recorded, never fatal
+            result = VerifyResult(False, "error", None, f"{type(exc).__name__}: {exc}"[:300])
+        out.write(json.dumps(result.to_dict()) + "\n")
+        out.flush()
+
+
+# ----------------------------------------------------------------------------------- the worker
+class _Worker:
+    """One verification process; ``call`` returns ``None`` when the deadline passes."""
+
+    def __init__(self, config: dict) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from prefopt.online.verifier import _worker_main; _worker_main()", json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        self._buffer = b""
+        self._ready = False
+
+    def _read_line(self, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise RuntimeError(f"verifier worker exited with code {self.proc.wait()}")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    def call(self, completion: str, gold: str, timeout: float) -> VerifyResult | None:
+        if not self._ready:
+            if self._read_line(_STARTUP_TIMEOUT_S) is None:
+                raise RuntimeError(f"verifier worker did not start within {_STARTUP_TIMEOUT_S:.0f} s")
+            self._ready = True
+        self.proc.stdin.write((json.dumps({"completion": completion, "gold": gold}) + "\n").encode())
+        self.proc.stdin.flush()
+        line = self._read_line(timeout)
+        return None if line is None else VerifyResult.from_dict(json.loads(line), "verifier worker reply")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            stream.close()
+
+
+# ---------------------------------------------------------------------------------- verifiers
+class Verifier(Protocol):
+    """What every verifier offers: batch and single verification, and ``close`` (also a context manager)."""
+
+    def verify_batch(self, completions: Sequence[str], golds: Sequence[str]) -> list[VerifyResult]: ...
+
+    def verify(self, completion: str, gold: str) -> VerifyResult: ...
+
+    def close(self) -> None: ...
+
+
+class IsolatedVerifier:
+    """Runs a check in a persistent worker process with a per-item hard ``timeout`` (seconds).
+
+    A warm spare worker is kept so that a timeout costs only the killed item. Use as a context
+    manager, or call :meth:`close` (idempotent) to stop the workers.
+    """
+
+    def __init__(self, config: dict, timeout: float = 5.0) -> None:
+        if timeout <= 0:
+            raise ValueError(f"verifier timeout must be > 0 seconds, got {timeout}")
+        self.config = config
+        self.timeout = float(timeout)
+        self._worker: _Worker | None = None
+        self._spare: _Worker | None = None
+
+    def _active(self) -> _Worker:
+        if self._worker is None:
+            self._worker, self._spare = self._spare or _Worker(self.config), None
+        if self._spare is None:
+            self._spare = _Worker(self.config)
+        return self._worker
+
+    def _discard_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
+    def verify(self, completion: str, gold: str) -> VerifyResult:
+        """Verify one completion; a timeout, parse failure or crash yields an incorrect result with its status."""
+        try:
+            result = self._active().call(completion, gold, self.timeout)
+        except (RuntimeError, OSError) as exc:
+            self._discard_worker()
+            logger.warning("verifier worker failed (%s); restarted", exc)
+            return VerifyResult(False, "error", None, str(exc)[:300])
+        if result is None:
+            self._discard_worker()
+            logger.info("verification timed out after %.1f s: %r", self.timeout, completion[-120:])
+            return VerifyResult(False, "timeout", None, f"no verdict within {self.timeout:g} s; worker restarted")
+        return result
+
+    def verify_batch(self, completions: Sequence[str], golds: Sequence[str]) -> list[VerifyResult]:
+        """Verify ``completions[i]`` against ``golds[i]`` for every i, in one worker, each under the time limit."""
+        if len(completions) != len(golds):
+            raise ValueError(f"verify_batch: {len(completions)} completions but {len(golds)} golds")
+        return [self.verify(c, g) for c, g in zip(completions, golds)]
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        for worker in (self._worker, self._spare):
+            if worker is not None:
+                worker.close()
+        self._worker = self._spare = None
+
+    def __enter__(self) -> "IsolatedVerifier":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if hasattr(self, "_spare"):  # __init__ may have raised before the attributes existed
+            self.close()
+
+
+class ExactMatchVerifier:
+    """In-process exact match of the extracted answer (or the whole completion) against the gold.
+
+    Whitespace is collapsed; ``ignore_case`` lowers both. Pure string work, so no worker is needed.
+    """
+
+    def __init__(self, extract: bool = True, ignore_case: bool = False, fallback: Fallback = "none") -> None:
+        self.extract, self.ignore_case, self.fallback = extract, ignore_case, fallback
+
+    def _normalize(self, text: str) -> str:
+        text = " ".join(text.split())
+        return text.lower() if self.ignore_case else text
+
+    def verify(self, completion: str, gold: str) -> VerifyResult:
+        """Compare one completion with one gold."""
+        answer = extract_answer(completion, self.fallback) if self.extract else completion
+        if answer is None:
+            return VerifyResult(False, "no_answer", None, "no \\boxed{} or '####' answer in the completion")
+        target = extract_gold(gold) if self.extract else gold
+        return VerifyResult(self._normalize(answer) == self._normalize(target), "ok", answer)
+
+    def verify_batch(self, completions: Sequence[str], golds: Sequence[str]) -> list[VerifyResult]:
+        """Compare ``completions[i]`` with ``golds[i]``."""
+        if len(completions) != len(golds):
+            raise ValueError(f"verify_batch: {len(completions)} completions but {len(golds)} golds")
+        return [self.verify(c, g) for c, g in zip(completions, golds)]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __enter__(self) -> "ExactMatchVerifier":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------------- registry
+_USER_CHECKS: dict[str, CheckFn] = {}
+_BUILTIN = ("math", "exact")
+
+
+def register_verifier(name: str) -> Callable[[CheckFn], CheckFn]:
+    """Register ``fn(completion, gold) -> bool`` as verifier ``name``.
+
+    ``fn`` must be a module-level function (importable as ``module:qualname``): it runs in the
+    worker process under the same hard time limit as the math verifier.
+    """
+
+    def decorator(fn: CheckFn) -> CheckFn:
+        if name in _BUILTIN or (name in _USER_CHECKS and _USER_CHECKS[name] is not fn):
+            raise ValueError(f"a verifier named {name!r} is already registered")
+        if "<locals>" in fn.__qualname__ or fn.__name__ == "<lambda>":
+            raise ValueError(
+                f"verifier {name!r}: {fn.__qualname__} is not importable; define it at module level so the "
+                "worker process can import it"
+            )
+        _USER_CHECKS[name] = fn
+        return fn
+
+    return decorator
+
+
+def available_verifiers() -> list[str]:
+    """Names accepted by :func:`get_verifier`."""
+    return sorted([*_BUILTIN, *_USER_CHECKS])
+
+
+def get_verifier(name: str = "math", *, timeout: float = 5.0, **hparams) -> Verifier:
+    """Build verifier ``name``.
+
+    - ``"math"``: math-verify in a worker; ``fallback="last_number"`` (or ``"none"``) for answers
+      without ``\\boxed{}`` / ``####``; ``timeout`` seconds per item (default 5).
+    - ``"exact"``: :class:`ExactMatchVerifier` (``extract``, ``ignore_case``, ``fallback``), in-process.
+    - a name given to :func:`register_verifier`: that callable in a worker, ``timeout`` per item.
+    """
+    if name == "math":
+        fallback = hparams.pop("fallback", "last_number")
+        if hparams or fallback not in ("last_number", "none"):
+            raise TypeError(f"verifier 'math' takes fallback='last_number'|'none' and timeout; got {hparams or fallback}")
+        return IsolatedVerifier({"kind": "math", "fallback": fallback}, timeout)
+    if name == "exact":
+        return ExactMatchVerifier(**hparams)
+    if name in _USER_CHECKS:
+        if hparams:
+            raise TypeError(f"verifier {name!r} takes only timeout; got {sorted(hparams)}")
+        fn = _USER_CHECKS[name]
+        return IsolatedVerifier({"kind": "callable", "target": f"{fn.__module__}:{fn.__qualname__}"}, timeout)
+    raise KeyError(f"unknown verifier {name!r}; registered verifiers: {', '.join(available_verifiers())}")
