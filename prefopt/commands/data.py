@@ -1,0 +1,43 @@
+"""``prefopt data ...``: preference-data commands (``inspect``: counts, lengths and problems)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from prefopt.data.formats import FORMATS
+from prefopt.data.inspect import format_report, inspect_pairs
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``data`` command group to the ``prefopt`` parser."""
+    group = subparsers.add_parser("data", help="inspect and prepare preference data")
+    commands = group.add_subparsers(dest="data_command", required=True)
+    inspect = commands.add_parser(
+        "inspect",
+        help="counts, length statistics and problems of a preference dataset",
+        description="Validate every row of a preference dataset and print row counts, character (and, with "
+        "--tokenizer, token) length statistics of prompt/chosen/rejected, the fraction of pairs whose chosen "
+        "response is longer, and every problem found (file, row, field). Exits with status 1 if there are problems.",
+    )
+    inspect.add_argument("path", help="jsonl(.gz)/json/parquet file, saved dataset directory, or Hub dataset name")
+    inspect.add_argument("--tokenizer", metavar="NAME_OR_PATH",
+                         help="also report token lengths (a built-in model name, a local path or a Hub id)")
+    inspect.add_argument("--format", default="auto", choices=("auto", *FORMATS), help="pair format (default: detect)")
+    inspect.add_argument("--split", help="split of a dataset directory or Hub dataset")
+    inspect.add_argument("--max-problems", type=int, default=20, help="problems to list (default 20)")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    inspect.set_defaults(func=run_inspect)
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """Print the ``prefopt data inspect`` report; status 1 if any problem was found."""
+    tokenizer = None
+    if args.tokenizer:
+        from prefopt.models import load_tokenizer  # imported here: loading transformers models is slow
+
+        tokenizer = load_tokenizer(args.tokenizer)
+    result = inspect_pairs(args.path, tokenizer=tokenizer, format=args.format, split=args.split,
+                           max_problems=args.max_problems)
+    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_report(result))
+    return 1 if result["problems_total"] else 0
