@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from prefopt.evaluate.lc_winrate import length_controlled_winrate, read_annotations, read_instruction_difficulty
+from prefopt.evaluate.lc_winrate import (
+    length_controlled_winrate,
+    read_annotations,
+    read_instruction_difficulty,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fit AlpacaEval's length-controlled GLM to pairwise judgments and print the raw and "
         "length-controlled win rates of the model (output_2) against the baseline (output_1).",
     )
-    lc.add_argument("annotations", help="AlpacaEval annotations.json (a JSON list) or JSON Lines with the same fields")
+    lc.add_argument(
+        "annotations", help="AlpacaEval annotations.json (a JSON list) or JSON Lines with the same fields"
+    )
     lc.add_argument("--model", help="generator_2 to evaluate (required when the file holds several models)")
     lc.add_argument("--baseline", help="generator_1 to compare with (required when there are several)")
     lc.add_argument(
@@ -32,9 +38,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_lc_winrate(args: argparse.Namespace) -> int:
     """Compute and print the win rates for ``prefopt eval lc-winrate``."""
-    difficulty = read_instruction_difficulty(args.instruction_difficulty) if args.instruction_difficulty else None
+    difficulty = (
+        read_instruction_difficulty(args.instruction_difficulty) if args.instruction_difficulty else None
+    )
     result = length_controlled_winrate(
-        read_annotations(args.annotations), model=args.model, baseline=args.baseline, instruction_difficulty=difficulty
+        read_annotations(args.annotations),
+        model=args.model,
+        baseline=args.baseline,
+        instruction_difficulty=difficulty,
     )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -43,7 +54,8 @@ def run_lc_winrate(args: argparse.Namespace) -> int:
     print(f" ({result['n_dropped']} without a preference dropped)" if result["n_dropped"] else "")
     print(f"win rate                   {result['win_rate']:6.2f} ± {result['standard_error']:.2f}")
     print(
-        f"length-controlled win rate {result['length_controlled_winrate']:6.2f} ± {result['lc_standard_error']:.2f}"
+        f"length-controlled win rate {result['length_controlled_winrate']:6.2f}"
+        f" ± {result['lc_standard_error']:.2f}"
     )
     coefficients = ", ".join(f"{name}={value:+.3f}" for name, value in result["coefficients"].items())
     print(f"GLM coefficients: {coefficients} (C={result['C']:.3g})")

@@ -94,7 +94,9 @@ def length_bias_report(len_chosen: np.ndarray, len_rejected: np.ndarray, seed: i
     return report
 
 
-def balance_indices(len_chosen: np.ndarray, len_rejected: np.ndarray, bins: int = 10, seed: int = 0) -> np.ndarray:
+def balance_indices(
+    len_chosen: np.ndarray, len_rejected: np.ndarray, bins: int = 10, seed: int = 0
+) -> np.ndarray:
     """Indices of a length-balanced subsample (sorted): equal chosen-longer and chosen-shorter per bin."""
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
@@ -114,16 +116,20 @@ def balance_indices(len_chosen: np.ndarray, len_rejected: np.ndarray, bins: int 
 
 
 def ratio_cap_indices(len_chosen: np.ndarray, len_rejected: np.ndarray, max_ratio: float) -> np.ndarray:
-    """Indices of the pairs with ``max(len) / min(len) <= max_ratio`` (an empty vs non-empty pair never is)."""
+    """Indices of the pairs with ``max(len) / min(len) <= max_ratio`` (never an empty vs non-empty pair)."""
     if max_ratio < 1:
-        raise ValueError(f"max_ratio must be >= 1 (a ratio of the longer to the shorter length), got {max_ratio}")
+        raise ValueError(
+            f"max_ratio must be >= 1 (a ratio of the longer to the shorter length), got {max_ratio}"
+        )
     longer = np.maximum(len_chosen, len_rejected).astype(float)
     shorter = np.minimum(len_chosen, len_rejected).astype(float)
     ratio = np.divide(longer, shorter, out=np.where(longer > 0, np.inf, 1.0), where=shorter > 0)
     return np.flatnonzero(ratio <= max_ratio).astype(np.int64)
 
 
-def length_match_indices(pairs: datasets.Dataset, len_chosen: np.ndarray, len_rejected: np.ndarray) -> np.ndarray:
+def length_match_indices(
+    pairs: datasets.Dataset, len_chosen: np.ndarray, len_rejected: np.ndarray
+) -> np.ndarray:
     """Indices keeping, per (prompt, chosen), the pair whose rejected is closest in length to the chosen."""
     best: dict[tuple[str, str], int] = {}
     gap = np.abs(np.asarray(len_chosen) - np.asarray(len_rejected))
@@ -160,7 +166,11 @@ def debias(
     else:
         keep = length_match_indices(pairs, len_chosen, len_rejected)
         settings = {}
-    unit = "characters" if tokenizer is None else f"tokens ({getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)})"
+    unit = (
+        "characters"
+        if tokenizer is None
+        else f"tokens ({getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)})"
+    )
     report = {
         "strategy": strategy,
         **settings,
@@ -193,7 +203,9 @@ def debias_file(
     """
     out = Path(out)
     if not out.name.endswith((".jsonl", ".parquet")):
-        raise ValueError(f"{out}: the output must end in .jsonl or .parquet (the format is chosen by extension)")
+        raise ValueError(
+            f"{out}: the output must end in .jsonl or .parquet (the format is chosen by extension)"
+        )
     pairs = load_pairs(source, drop_invalid=drop_invalid)
     kept, report = debias(pairs, strategy, bins=bins, max_ratio=max_ratio, tokenizer=tokenizer, seed=seed)
     report = {"input": str(source), "output": str(out), "report": str(report_path(out)), **report}
@@ -203,7 +215,7 @@ def debias_file(
 
 
 def report_path(out: str | Path) -> Path:
-    """Where :func:`debias_file` writes the report for the output ``out``: ``pairs.jsonl`` -> ``pairs.report.json``."""
+    """Where :func:`debias_file` writes the report for ``out``: ``pairs.jsonl`` -> ``pairs.report.json``."""
     out = Path(out)
     return out.with_name(out.name.rsplit(".", 1)[0] + ".report.json")
 

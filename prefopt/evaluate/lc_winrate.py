@@ -28,8 +28,9 @@ import csv
 import json
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import sklearn
@@ -55,7 +56,9 @@ def read_annotations(path: str | Path) -> list[dict[str, Any]]:
         try:
             records = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err}); expected a list of annotation objects") from err
+            raise ValueError(
+                f"{path}: not valid JSON ({err}); expected a list of annotation objects"
+            ) from err
     else:
         records = []
         for lineno, line in enumerate(text.splitlines(), start=1):
@@ -63,13 +66,17 @@ def read_annotations(path: str | Path) -> list[dict[str, Any]]:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}, line {lineno}: not valid JSON ({err}); fix or remove the line") from err
+                    raise ValueError(
+                        f"{path}, line {lineno}: not valid JSON ({err}); fix or remove the line"
+                    ) from err
     for row, record in enumerate(records):
         if not isinstance(record, dict):
             raise ValueError(f"{path}, record {row}: expected a JSON object, got {type(record).__name__}")
         missing = [field for field in _REQUIRED if field not in record]
         if missing:
-            raise ValueError(f"{path}, record {row}: missing field(s) {missing}; every annotation needs {list(_REQUIRED)}")
+            raise ValueError(
+                f"{path}, record {row}: missing field(s) {missing}; every annotation needs {list(_REQUIRED)}"
+            )
     return records
 
 
@@ -80,7 +87,9 @@ def read_instruction_difficulty(path: str | Path) -> dict[str, float]:
         reader = csv.DictReader(handle)
         missing = {"instruction", DIFFICULTY} - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(f"{path}: missing column(s) {sorted(missing)}; the header must name instruction,{DIFFICULTY}")
+            raise ValueError(
+                f"{path}: missing column(s) {sorted(missing)}; the header must name instruction,{DIFFICULTY}"
+            )
         mapping = {}
         for lineno, record in enumerate(reader, start=2):
             try:
@@ -105,7 +114,10 @@ def glm_predictions(
 
 
 def length_feature(outputs_1: Sequence[str], outputs_2: Sequence[str]) -> np.ndarray:
-    """``tanh((len(output_1) - len(output_2)) / std)``: character lengths, std with ddof = 1 (0 if std is 0)."""
+    """``tanh((len(output_1) - len(output_2)) / std)``: character lengths, std with ddof = 1.
+
+    The feature is 0 everywhere when the std is 0 (every length difference is the same).
+    """
     delta = np.array([len(a) - len(b) for a, b in zip(outputs_1, outputs_2, strict=True)], dtype=float)
     std = delta.std(ddof=1) if len(delta) > 1 else 0.0
     return np.tanh(delta / std) if std > 0 else np.zeros_like(delta)
@@ -170,8 +182,8 @@ def length_controlled_winrate(
     result["extreme_change"] = is_extreme_change(result["win_rate"], result["length_controlled_winrate"])
     if warn_extreme_changes and result["extreme_change"]:
         logger.warning(
-            "length-controlled win rate %.1f%% is very different from the raw %.1f%%; the GLM may have failed "
-            "(too few annotations, or length almost perfectly predicts the preference)",
+            "length-controlled win rate %.1f%% is very different from the raw %.1f%%; the GLM may have "
+            "failed (too few annotations, or length almost perfectly predicts the preference)",
             result["length_controlled_winrate"],
             result["win_rate"],
         )
@@ -211,7 +223,8 @@ def fit_glm(
 
 
 def is_extreme_change(win_rate: float, lc_win_rate: float, abs_diff: float = 10, rel_diff: float = 4) -> bool:
-    """AlpacaEval's warning rule: LC below ``min(WR - WR/4, WR - 10)`` or above ``max(WR + (100-WR)/4, WR + 10)``."""
+    """AlpacaEval's warning rule: LC below ``min(WR - WR/4, WR - 10)`` or above
+    ``max(WR + (100-WR)/4, WR + 10)``."""
     too_small = lc_win_rate < min(win_rate - win_rate / rel_diff, win_rate - abs_diff)
     too_large = lc_win_rate > max(win_rate + (100 - win_rate) / rel_diff, win_rate + abs_diff)
     return bool(too_small or too_large)
@@ -239,7 +252,9 @@ def _select(
     if model is None:
         models = sorted({str(r.get("generator_2")) for r in annotations if "generator_2" in r})
         if len(models) > 1:
-            raise ValueError(f"annotations compare several models {models}; choose one with model=... (--model)")
+            raise ValueError(
+                f"annotations compare several models {models}; choose one with model=... (--model)"
+            )
         model = models[0] if models else None
     rows: list[Mapping[str, Any]] = []
     for record in annotations:
@@ -254,7 +269,9 @@ def _select(
     if baseline is None:
         baselines = sorted({str(r.get("generator_1")) for r in rows if "generator_1" in r})
         if len(baselines) > 1:
-            raise ValueError(f"{model!r} is compared with several baselines {baselines}; choose one (--baseline)")
+            raise ValueError(
+                f"{model!r} is compared with several baselines {baselines}; choose one (--baseline)"
+            )
         baseline = baselines[0] if baselines else None
     if not rows:
         raise ValueError(f"no annotations compare model {model!r} with baseline {baseline!r}")
@@ -290,8 +307,8 @@ def _difficulty(rows: Sequence[Mapping[str, Any]], mapping: Mapping[str, float] 
         missing = [i for i, r in enumerate(rows) if r.get("instruction") not in mapping]
         if missing:
             raise ValueError(
-                f"annotation {missing[0]} (and {len(missing) - 1} more): its 'instruction' has no difficulty in the "
-                "given mapping; add it to the CSV or drop the mapping"
+                f"annotation {missing[0]} (and {len(missing) - 1} more): its 'instruction' has no difficulty "
+                "in the given mapping; add it to the CSV or drop the mapping"
             )
         return np.array([mapping[r["instruction"]] for r in rows], dtype=float)
     if rows and all(r.get(DIFFICULTY) is not None for r in rows):

@@ -8,6 +8,7 @@ import datasets
 import numpy as np
 import pytest
 
+from prefopt.data import load_pairs
 from prefopt.data.debias import (
     balance_indices,
     debias,
@@ -17,7 +18,6 @@ from prefopt.data.debias import (
     ratio_cap_indices,
     report_path,
 )
-from prefopt.data import load_pairs
 
 
 def biased_pairs(n: int = 4000, p_longer: float = 0.8, seed: int = 0) -> datasets.Dataset:
@@ -126,7 +126,8 @@ def test_length_match_on_conversational_pairs():
 def test_token_lengths_use_the_tokenizer(tiny_tokenizer):
     pairs = datasets.Dataset.from_dict({"prompt": ["p"], "chosen": ["éé"], "rejected": ["abc"]})
     assert [x.tolist() for x in pair_lengths(pairs)] == [[2], [3]]
-    assert [x.tolist() for x in pair_lengths(pairs, tiny_tokenizer)] == [[4], [3]]  # byte-level: é is 2 bytes
+    # byte-level tokenizer: é is 2 bytes, so 2 tokens
+    assert [x.tolist() for x in pair_lengths(pairs, tiny_tokenizer)] == [[4], [3]]
 
 
 def test_undefined_statistics_are_none():
@@ -153,6 +154,8 @@ def test_debias_file_writes_pairs_and_report(tmp_path, suffix):
     assert written["chosen"] == expected["chosen"]
     assert report_path(out) == tmp_path / "out" / "balanced.report.json"
     assert json.loads(report_path(out).read_text()) == report
-    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, "balanced.report.json"])  # no temp files
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        [out.name, "balanced.report.json"]
+    )  # no temp files
     with pytest.raises(ValueError, match=r"must end in .jsonl or .parquet"):
         debias_file(source, tmp_path / "out.csv")

@@ -79,9 +79,13 @@ def newton_lc_winrate(rows: list[dict], with_difficulty: bool) -> float:
 
 
 def test_raw_win_rate_is_alpacaeval_definition():
-    """p = preference - 1 with ties (0) as 0.5: [1, 0, 0.5, 0.75, 1] -> 65.0; SE = 100 * std(ddof=1) / sqrt(5)."""
+    """p = preference - 1 with ties (0) as 0.5: [1, 0, 0.5, 0.75, 1] -> 65.0;
+    SE = 100 * std(ddof=1) / sqrt(5)."""
     prefs = [2, 1, 0, 1.75, 2]
-    rows = [{"output_1": "x" * (10 + i), "output_2": "y" * (30 - 3 * i), "preference": v} for i, v in enumerate(prefs)]
+    rows = [
+        {"output_1": "x" * (10 + i), "output_2": "y" * (30 - 3 * i), "preference": v}
+        for i, v in enumerate(prefs)
+    ]
     result = length_controlled_winrate(rows, warn_extreme_changes=False)
     p = np.array([1, 0, 0.5, 0.75, 1])
     assert result["win_rate"] == pytest.approx(65.0, abs=1e-12)
@@ -91,7 +95,8 @@ def test_raw_win_rate_is_alpacaeval_definition():
 
 def test_spec_test_vector():
     """SPEC §6: lengths baseline [100, 200, 300], model [150, 150, 450] -> z = [-0.5, 0.5, -1.5];
-    theta_len=-1.5, theta_diff=1, theta_model=0.5, gamma=[-0.5, 0, 0.5] -> LC 61.7839, uncontrolled 67.7358."""
+    theta_len=-1.5, theta_diff=1, theta_model=0.5, gamma=[-0.5, 0, 0.5]
+    -> LC 61.7839, uncontrolled 67.7358."""
     feature = length_feature(["a" * 100, "a" * 200, "a" * 300], ["b" * 150, "b" * 150, "b" * 450])
     np.testing.assert_allclose(feature, np.tanh([-0.5, 0.5, -1.5]), rtol=1e-12)
     coefficients = {LENGTH: -1.5, DIFFICULTY: 1.0, MODEL: 0.5}
@@ -121,13 +126,16 @@ def test_instruction_difficulty_term_matches_independent_fit(tmp_path):
 
     csv_path = tmp_path / "difficulty.csv"
     csv_path.write_text(
-        "instruction,instruction_difficulty\n" + "".join(f"{r['instruction']},{r[DIFFICULTY]}\n" for r in rows)
+        "instruction,instruction_difficulty\n"
+        + "".join(f"{r['instruction']},{r[DIFFICULTY]}\n" for r in rows)
     )
     stripped = [{k: v for k, v in r.items() if k != DIFFICULTY} for r in rows]
     from_csv = length_controlled_winrate(
         stripped, instruction_difficulty=read_instruction_difficulty(csv_path), warn_extreme_changes=False
     )
-    assert from_csv["length_controlled_winrate"] == pytest.approx(result["length_controlled_winrate"], abs=1e-9)
+    assert from_csv["length_controlled_winrate"] == pytest.approx(
+        result["length_controlled_winrate"], abs=1e-9
+    )
 
 
 def test_soft_preferences_match_independent_fit():
@@ -144,8 +152,14 @@ def test_flipped_rows_and_model_selection():
     mixed = []
     for i, row in enumerate(rows):
         if i % 2:  # the same judgment written with the model in position 1
-            row = dict(row, output_1=row["output_2"], output_2=row["output_1"], generator_1="model",
-                       generator_2="baseline", preference=3 - row["preference"])
+            row = dict(
+                row,
+                output_1=row["output_2"],
+                output_2=row["output_1"],
+                generator_1="model",
+                generator_2="baseline",
+                preference=3 - row["preference"],
+            )
         mixed.append(row)
     other = dict(rows[0], generator_2="other-model")
     expected = length_controlled_winrate(rows, warn_extreme_changes=False)
