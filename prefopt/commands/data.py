@@ -1,10 +1,11 @@
-"""``prefopt data ...``: preference-data commands (``inspect``: counts, lengths and problems)."""
+"""``prefopt data ...``: preference-data commands (``inspect``: counts, lengths and problems; ``debias``: length debiasing)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from prefopt.data.debias import STRATEGIES, debias_file, format_debias_report
 from prefopt.data.formats import FORMATS
 from prefopt.data.inspect import format_report, inspect_pairs
 
@@ -28,6 +29,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument("--max-problems", type=int, default=20, help="problems to list (default 20)")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     inspect.set_defaults(func=run_inspect)
+    debias = commands.add_parser(
+        "debias",
+        help="measure and reduce the length bias of preference pairs",
+        description="Subsample pairs to remove the chosen-is-longer bias and write them with a before/after "
+        "report (<out stem>.report.json). See docs/debias.md.",
+    )
+    debias.add_argument("path", help="jsonl(.gz)/json/parquet file, saved dataset directory, or Hub dataset name")
+    debias.add_argument("--out", required=True, help="output pairs, .jsonl or .parquet (written atomically)")
+    debias.add_argument("--strategy", default="balance", choices=STRATEGIES, help="default: balance")
+    debias.add_argument("--bins", type=int, default=10, help="|length difference| quantile bins (balance)")
+    debias.add_argument("--max-ratio", type=float, default=2.0, help="max(len)/min(len) cap (ratio_cap)")
+    debias.add_argument("--tokenizer", metavar="NAME_OR_PATH", help="measure tokens instead of characters")
+    debias.add_argument("--seed", type=int, default=0, help="subsampling and label-orientation seed")
+    debias.add_argument("--drop-invalid", action="store_true", help="drop invalid rows instead of failing")
+    debias.add_argument("--json", action="store_true", help="print the report as JSON")
+    debias.set_defaults(func=run_debias)
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -41,3 +58,16 @@ def run_inspect(args: argparse.Namespace) -> int:
                            max_problems=args.max_problems)
     print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_report(result))
     return 1 if result["problems_total"] else 0
+
+
+def run_debias(args: argparse.Namespace) -> int:
+    """Debias the pairs, write them and their report, and print the report."""
+    tokenizer = None
+    if args.tokenizer:
+        from prefopt.models import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
+    report = debias_file(args.path, args.out, args.strategy, bins=args.bins, max_ratio=args.max_ratio,
+                         tokenizer=tokenizer, seed=args.seed, drop_invalid=args.drop_invalid)
+    print(json.dumps(report, indent=2) if args.json else format_debias_report(report))
+    return 0

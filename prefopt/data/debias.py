@@ -214,6 +214,37 @@ def debias_file(
     return report
 
 
+def format_debias_report(report: dict[str, Any]) -> str:
+    """A before/after table of a :func:`debias` report, for the terminal."""
+    settings = "".join(f", {k}={report[k]}" for k in ("bins", "max_ratio") if k in report)
+    lines = [
+        f"strategy {report['strategy']}{settings}, seed {report['seed']}, lengths in {report['length_unit']}",
+        f"kept {report['kept']} pairs, dropped {report['dropped']}",
+        f"{'':20}{'before':>16}{'after':>16}",
+    ]
+    for key in (
+        "n",
+        "frac_chosen_longer",
+        "mean_len_chosen",
+        "mean_len_rejected",
+        "correlation",
+        "coefficient",
+    ):
+        cells = []
+        for side in ("before", "after"):
+            value = report[side][key]
+            if key == "coefficient" and value is not None:
+                cells.append(f"{value:+.3f}±{report[side]['coefficient_se']:.3f}")
+            else:
+                cells.append(
+                    "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+                )
+        lines.append(f"{key:20}{cells[0]:>16}{cells[1]:>16}")
+    if "output" in report:
+        lines.append(f"wrote {report['output']} and {report['report']}")
+    return "\n".join(lines)
+
+
 def report_path(out: str | Path) -> Path:
     """Where :func:`debias_file` writes the report for ``out``: ``pairs.jsonl`` -> ``pairs.report.json``."""
     out = Path(out)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import datasets
 import numpy as np
 import pytest
 
+from prefopt.commands import data as data_command
 from prefopt.data import load_pairs
 from prefopt.data.debias import (
     balance_indices,
@@ -159,3 +161,28 @@ def test_debias_file_writes_pairs_and_report(tmp_path, suffix):
     )  # no temp files
     with pytest.raises(ValueError, match=r"must end in .jsonl or .parquet"):
         debias_file(source, tmp_path / "out.csv")
+
+
+def test_cli_debias_writes_and_prints(tmp_path, capsys):
+    source, out = tmp_path / "pairs.jsonl", tmp_path / "capped.parquet"
+    biased_pairs(n=200).to_json(str(source), lines=True)
+    parser = argparse.ArgumentParser(prog="prefopt")
+    data_command.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        [
+            "data",
+            "debias",
+            str(source),
+            "--out",
+            str(out),
+            "--strategy",
+            "ratio_cap",
+            "--max-ratio",
+            "1.2",
+            "--json",
+        ]
+    )
+    assert args.func(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(report_path(out).read_text())
+    assert printed["max_ratio"] == 1.2 and len(load_pairs(out)) == printed["kept"]
