@@ -1,4 +1,4 @@
-"""``prefopt data ...``: preference-data commands (``inspect``: counts, lengths and problems; ``debias``: length debiasing)."""
+"""``prefopt data ...``: preference-data commands (``inspect``: counts, lengths, problems; ``debias``)."""
 
 from __future__ import annotations
 
