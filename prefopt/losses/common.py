@@ -1,0 +1,127 @@
+"""What every loss shares: sequence log-ratios, the smoothed sigmoid, checks, and the output.
+
+:func:`finish` is the single place that applies ``PairLogps.weights`` and computes the metrics
+every loss reports, under TRL's names so runs compare with TRL runs:
+
+* ``rewards/chosen``, ``rewards/rejected``: mean implicit reward (what the loss compares, e.g.
+  ``beta * (log pi(y_w) - log pi_ref(y_w))`` for DPO, ``beta * avg log pi(y_w)`` for SimPO);
+* ``rewards/margins``: mean of chosen minus rejected reward; ``rewards/accuracies``: fraction
+  of pairs where the chosen reward is strictly higher;
+* ``logps/chosen``, ``logps/rejected``: mean policy sequence score the loss uses (sum, per-token
+  mean or LD-aggregated, as the loss says);
+* ``length/chosen``, ``length/rejected``: mean completion length in tokens.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from prefopt.losses.aggregate import Reduction, aggregate, lengths
+from prefopt.losses.base import LossOutput, PairLogps
+
+
+class SequenceScores(NamedTuple):
+    """Policy sequence log-probs and policy-minus-reference log-ratios, each ``[B]``."""
+
+    chosen_logps: torch.Tensor
+    rejected_logps: torch.Tensor
+    chosen_logratios: torch.Tensor
+    rejected_logratios: torch.Tensor
+
+
+def logratios(batch: PairLogps, reduction: Reduction) -> SequenceScores:
+    """Reduce policy and reference token log-probs with ``reduction`` and form the log-ratios.
+
+    ``reduction="mean"`` gives ``(log pi(y) - log pi_ref(y)) / |y|``, the per-token-averaged
+    log-ratio TRL's IPO uses. The caller guarantees a reference is present.
+    """
+    chosen = aggregate(batch.chosen, batch.chosen_mask, reduction)
+    rejected = aggregate(batch.rejected, batch.rejected_mask, reduction)
+    ref_chosen = aggregate(batch.ref_chosen, batch.chosen_mask, reduction)
+    ref_rejected = aggregate(batch.ref_rejected, batch.rejected_mask, reduction)
+    return SequenceScores(chosen, rejected, chosen - ref_chosen, rejected - ref_rejected)
+
+
+def sigmoid_loss(logits: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Conservative (label-smoothed) logistic loss ``(1-eps)(-log sig(z)) + eps(-log sig(-z))``.
+
+    ``eps = 0`` is the plain Bradley-Terry loss ``-log sig(z) = softplus(-z)``.
+    """
+    loss = F.softplus(-logits)
+    if label_smoothing:
+        loss = (1.0 - label_smoothing) * loss + label_smoothing * F.softplus(logits)
+    return loss
+
+
+def check_positive(loss: str, **values: float) -> None:
+    """Raise ``ValueError`` naming the loss and hyperparameter unless every value is > 0."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"loss {loss!r}: {name} must be > 0, got {value}")
+
+
+def check_non_negative(loss: str, **values: float) -> None:
+    """Raise ``ValueError`` naming the loss and hyperparameter unless every value is >= 0."""
+    for name, value in values.items():
+        if not value >= 0:
+            raise ValueError(f"loss {loss!r}: {name} must be >= 0, got {value}")
+
+
+def check_label_smoothing(loss: str, label_smoothing: float) -> None:
+    """``label_smoothing`` is an assumed label-flip probability, so it must lie in ``[0, 0.5)``."""
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(
+            f"loss {loss!r}: label_smoothing is the assumed flip probability and must be in [0, 0.5), "
+            f"got {label_smoothing}"
+        )
+
+
+def scalar_metrics(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Batch means of detached tensors as Python floats, with one device sync for all of them."""
+    means = torch.stack([value.detach().float().mean() for value in values.values()])
+    return dict(zip(values, means.tolist()))
+
+
+def finish(
+    batch: PairLogps,
+    loss: torch.Tensor,
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+) -> LossOutput:
+    """Apply ``batch.weights`` to the per-pair ``loss`` and assemble the :class:`LossOutput`.
+
+    Rewards are detached; the metrics are listed in the module docstring.
+    """
+    if batch.weights is not None:
+        loss = loss * batch.weights
+    chosen_rewards, rejected_rewards = chosen_rewards.detach(), rejected_rewards.detach()
+    metrics = scalar_metrics(
+        {
+            "rewards/chosen": chosen_rewards,
+            "rewards/rejected": rejected_rewards,
+            "rewards/margins": chosen_rewards - rejected_rewards,
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
+            "logps/chosen": chosen_logps,
+            "logps/rejected": rejected_logps,
+            "length/chosen": lengths(batch.chosen_mask),
+            "length/rejected": lengths(batch.rejected_mask),
+        }
+    )
+    return LossOutput(loss, chosen_rewards, rejected_rewards, metrics)
+
+
+def finish_logratios(batch: PairLogps, loss: torch.Tensor, scores: SequenceScores, beta: float) -> LossOutput:
+    """:func:`finish` for reference-based losses: rewards ``beta * rho``, logps the policy scores."""
+    return finish(
+        batch,
+        loss,
+        beta * scores.chosen_logratios,
+        beta * scores.rejected_logratios,
+        scores.chosen_logps,
+        scores.rejected_logps,
+    )
