@@ -52,11 +52,13 @@ def run_lc_winrate(args: argparse.Namespace) -> int:
         return 0
     print(f"model {result['model']} vs baseline {result['baseline']}: {result['n']} annotations", end="")
     print(f" ({result['n_dropped']} without a preference dropped)" if result["n_dropped"] else "")
-    print(f"win rate                   {result['win_rate']:6.2f} ± {result['standard_error']:.2f}")
+    print(f"win rate                    {result['win_rate']:6.2f} ± {result['standard_error']:.2f} (SEM)")
     print(
-        f"length-controlled win rate {result['length_controlled_winrate']:6.2f}"
-        f" ± {result['lc_standard_error']:.2f}"
+        f"length-controlled win rate  {result['length_controlled_winrate']:6.2f}"
+        f" ± {result['lc_standard_error']:.2f} (SEM of per-row predictions),"
+        f" ± {result['lc_delta_method_se']:.2f} (delta method)"
     )
     coefficients = ", ".join(f"{name}={value:+.3f}" for name, value in result["coefficients"].items())
-    print(f"GLM coefficients: {coefficients} (C={result['C']:.3g})")
+    chosen_c = "" if result["C"] is None else f" (L1 C={result['C']:.3g})"
+    print(f"GLM coefficients: {coefficients}{chosen_c}")
     return 0

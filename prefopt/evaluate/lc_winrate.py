@@ -146,9 +146,10 @@ def length_controlled_winrate(
     Returns:
         ``win_rate``, ``standard_error`` (100 * SEM of p), ``length_controlled_winrate``,
         ``lc_standard_error`` (100 * SEM of the per-row LC predictions; 0 without a difficulty
-        term, where every prediction is the same), ``n``, ``n_dropped`` (rows without a
-        preference), ``model``, ``baseline``, ``coefficients`` (name -> fitted theta), ``C``
-        (the chosen inverse L1 strength) and ``extreme_change`` (bool).
+        term, where every prediction is the same), ``lc_delta_method_se`` (see
+        :func:`lc_delta_method_se`), ``n``, ``n_dropped`` (rows without a preference), ``model``,
+        ``baseline``, ``coefficients`` (name -> fitted theta), ``C`` (the chosen inverse L1
+        strength; None when model and baseline are the same) and ``extreme_change`` (bool).
     """
     rows, model, baseline = _select(annotations, model, baseline)
     prefs = np.array([_preference(r["preference"], i) for i, r in enumerate(rows)], dtype=float)
@@ -169,13 +170,16 @@ def length_controlled_winrate(
     difficulty = _difficulty(rows, instruction_difficulty)
     if model is not None and model == baseline:
         coefficients = {LENGTH: 0.0, MODEL: 0.0} | ({DIFFICULTY: 0.0} if difficulty is not None else {})
-        chosen_c = float("nan")
+        chosen_c = None
     else:
         coefficients, chosen_c = fit_glm(feature, difficulty, p)
     lc_rows = 100 * glm_predictions(coefficients, np.zeros_like(feature), difficulty)
     result |= {
         "length_controlled_winrate": float(lc_rows.mean()),
         "lc_standard_error": float(lc_rows.std(ddof=1) / math.sqrt(len(lc_rows))),
+        "lc_delta_method_se": 0.0
+        if chosen_c is None
+        else lc_delta_method_se(coefficients, feature, difficulty),
         "coefficients": coefficients,
         "C": chosen_c,
     }
@@ -197,9 +201,7 @@ def fit_glm(
 
     ``feature`` is :func:`length_feature`, ``difficulty`` the per-row gamma or None.
     """
-    columns = [feature] + ([difficulty] if difficulty is not None else []) + [np.ones_like(p)]
-    names = [LENGTH] + ([DIFFICULTY] if difficulty is not None else []) + [MODEL]
-    x = np.stack(columns, axis=1)
+    names, x = _design(feature, difficulty)
     n = len(p)
     x_dup = np.concatenate([x, x])
     y_dup = np.concatenate([np.ones(n, dtype=int), np.zeros(n, dtype=int)])
@@ -222,12 +224,40 @@ def fit_glm(
     return dict(zip(names, (float(c) for c in glm.coef_[0]))), chosen_c
 
 
+def lc_delta_method_se(
+    coefficients: Mapping[str, float], feature: np.ndarray, difficulty: np.ndarray | None
+) -> float:
+    """Delta-method standard error (x100) of the LC win rate, from the GLM's Fisher information.
+
+    ``Var(theta) ~ (X^T diag(q (1 - q)) X)^-1`` at the fitted theta (the L1 penalty is ignored);
+    the LC win rate's gradient is ``mean_x q'_x * x_test``. Unlike ``lc_standard_error`` (spread of
+    the per-row predictions, AlpacaEval's definition) it reflects the uncertainty of the fit, and it
+    is not 0 without a difficulty term.
+    """
+    names, x = _design(feature, difficulty)
+    theta = np.array([coefficients[name] for name in names])
+    q = _sigmoid(x @ theta)
+    information = x.T @ (x * (q * (1 - q))[:, None])
+    x_test = x.copy()
+    x_test[:, 0] = 0  # the length column
+    q_test = _sigmoid(x_test @ theta)
+    gradient = (x_test * (q_test * (1 - q_test))[:, None]).mean(axis=0)
+    return float(100 * math.sqrt(max(gradient @ np.linalg.pinv(information) @ gradient, 0.0)))
+
+
 def is_extreme_change(win_rate: float, lc_win_rate: float, abs_diff: float = 10, rel_diff: float = 4) -> bool:
     """AlpacaEval's warning rule: LC below ``min(WR - WR/4, WR - 10)`` or above
     ``max(WR + (100-WR)/4, WR + 10)``."""
     too_small = lc_win_rate < min(win_rate - win_rate / rel_diff, win_rate - abs_diff)
     too_large = lc_win_rate > max(win_rate + (100 - win_rate) / rel_diff, win_rate + abs_diff)
     return bool(too_small or too_large)
+
+
+def _design(feature: np.ndarray, difficulty: np.ndarray | None) -> tuple[list[str], np.ndarray]:
+    """The GLM's column names and design matrix: length, [difficulty], model (no intercept)."""
+    names = [LENGTH] + ([DIFFICULTY] if difficulty is not None else []) + [MODEL]
+    columns = [feature] + ([difficulty] if difficulty is not None else []) + [np.ones_like(feature)]
+    return names, np.stack(columns, axis=1)
 
 
 def _soft_log_loss(y_true: np.ndarray, y_pred: np.ndarray, true_prob: np.ndarray) -> float:

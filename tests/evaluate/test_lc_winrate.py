@@ -219,3 +219,15 @@ def test_cli_prints_json(tmp_path, capsys):
     expected = length_controlled_winrate(rows, warn_extreme_changes=False)
     assert printed["length_controlled_winrate"] == pytest.approx(expected["length_controlled_winrate"])
     assert printed["model"] == "model" and printed["baseline"] == "baseline"
+
+
+def test_delta_method_se_equals_binomial_se_without_length_differences():
+    """Equal lengths: LC = sigmoid(theta_model) = mean p, and the delta-method SE is sqrt(q (1 - q) / n)."""
+    rng = np.random.default_rng(6)
+    rows = [
+        {"output_1": "same", "output_2": "size", "preference": 2 if w else 1} for w in rng.random(500) < 0.7
+    ]
+    result = length_controlled_winrate(rows, warn_extreme_changes=False)
+    q = result["win_rate"] / 100
+    assert result["length_controlled_winrate"] == pytest.approx(result["win_rate"], abs=0.05)
+    assert result["lc_delta_method_se"] == pytest.approx(100 * math.sqrt(q * (1 - q) / 500), rel=0.01)
