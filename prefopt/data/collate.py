@@ -15,7 +15,9 @@ _ALIGNED = {
 }
 
 
-def _left_justified(values: list[list], width: int, dtype: torch.dtype, fill: float | int) -> tuple[torch.Tensor, torch.Tensor]:
+def _left_justified(
+    values: list[list], width: int, dtype: torch.dtype, fill: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Ragged rows -> ``[N, width]`` tensor holding row ``i`` in ``[:len(values[i])]``, plus that mask."""
     lengths = torch.tensor([len(v) for v in values], dtype=torch.long)
     mask = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
@@ -41,7 +43,9 @@ class PairCollator:
 
     def __init__(self, pad_token_id: int, *, pad_to_multiple_of: int | None = None) -> None:
         if pad_token_id is None:
-            raise ValueError("pad_token_id is None; pass tokenizer.pad_token_id, or tokenizer.eos_token_id if unset")
+            raise ValueError(
+                "pad_token_id is None; pass tokenizer.pad_token_id, or tokenizer.eos_token_id if unset"
+            )
         self.pad_token_id = int(pad_token_id)
         self.pad_to_multiple_of = pad_to_multiple_of
 
@@ -69,7 +73,9 @@ class PairCollator:
             if all(v is None for v in values):
                 continue
             _check_aligned(values, completions[side], row_key, side)
-            batch[key], _ = _left_justified(values, max(len(c) for c in completions[side]), torch.float32, 0.0)
+            batch[key], _ = _left_justified(
+                values, max(len(c) for c in completions[side]), torch.float32, 0.0
+            )
         if any(row.get("weight") is not None for row in rows):
             batch["weights"] = torch.tensor(
                 [1.0 if row.get("weight") is None else row["weight"] for row in rows], dtype=torch.float32

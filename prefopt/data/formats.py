@@ -75,7 +75,11 @@ class _RowChecker:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as err:
-            self.add(field, "invalid_utf8", f"character {err.start} is an unpaired surrogate; fix the text's encoding")
+            self.add(
+                field,
+                "invalid_utf8",
+                f"character {err.start} is an unpaired surrogate; fix the text's encoding",
+            )
             return None
         return value
 
@@ -93,7 +97,9 @@ class _RowChecker:
                 self.add(where, "wrong_type", 'expected a message {"role": ..., "content": ...}')
                 return None
             if message["role"] not in ROLES:
-                self.add(f"{where}.role", "wrong_role", f"unknown role {message['role']!r}; use one of {ROLES}")
+                self.add(
+                    f"{where}.role", "wrong_role", f"unknown role {message['role']!r}; use one of {ROLES}"
+                )
                 return None
             content = self.string(message["content"], f"{where}.content")
             if content is None:
@@ -107,16 +113,22 @@ def _check_prompt_roles(check: _RowChecker, prompt: list[dict], field: str) -> N
         if message["role"] == "system" and i > 0:
             check.add(f"{field}[{i}].role", "wrong_role", "a system message may only come first")
     if prompt and prompt[-1]["role"] == "assistant":
-        check.add(f"{field}[{len(prompt) - 1}].role", "wrong_role",
-                  "the prompt ends with an assistant message; the last prompt message must be the user's turn")
+        check.add(
+            f"{field}[{len(prompt) - 1}].role",
+            "wrong_role",
+            "the prompt ends with an assistant message; the last prompt message must be the user's turn",
+        )
 
 
 def _check_completion_roles(check: _RowChecker, completion: list[dict], field: str, offset: int) -> None:
     for i, message in enumerate(completion, start=offset):
         if message["role"] != "assistant":
-            check.add(f"{field}[{i}].role", "wrong_role",
-                      f"completion messages must be 'assistant', got {message['role']!r}; chosen and rejected "
-                      "must differ only in their final assistant turn(s)")
+            check.add(
+                f"{field}[{i}].role",
+                "wrong_role",
+                f"completion messages must be 'assistant', got {message['role']!r}; chosen and rejected "
+                "must differ only in their final assistant turn(s)",
+            )
             return
 
 
@@ -132,10 +144,15 @@ def _split_implicit(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict
 def _hh_messages(text: str) -> list[dict]:
     """``"\\n\\nHuman: a\\n\\nAssistant: b"`` -> ``[{"role": "user", ...}, {"role": "assistant", ...}]``."""
     parts = _HH_TURN.split(text)
-    return [{"role": _HH_ROLES[role], "content": content.strip()} for role, content in zip(parts[1::2], parts[2::2])]
+    return [
+        {"role": _HH_ROLES[role], "content": content.strip()}
+        for role, content in zip(parts[1::2], parts[2::2])
+    ]
 
 
-def _split_hh(check: _RowChecker, chosen: str, rejected: str) -> tuple[list[dict], list[dict], list[dict]] | None:
+def _split_hh(
+    check: _RowChecker, chosen: str, rejected: str
+) -> tuple[list[dict], list[dict], list[dict]] | None:
     if not chosen.startswith("\n\nHuman:"):
         check.add("chosen", "wrong_type", 'an HH transcript must start with "\\n\\nHuman:"')
         return None
@@ -146,10 +163,13 @@ def _split_hh(check: _RowChecker, chosen: str, rejected: str) -> tuple[list[dict
     prompt = _hh_messages(chosen[:cut])
     completions = []
     for field, text in (("chosen", chosen), ("rejected", rejected)):
-        rest = text[cut + len(HH_ASSISTANT):]
+        rest = text[cut + len(HH_ASSISTANT) :]
         if "\n\nHuman:" in rest:
-            check.add(field, "wrong_role",
-                      "has a Human turn after the last shared Assistant turn; the pair must differ only in the final reply")
+            check.add(
+                field,
+                "wrong_role",
+                "has a Human turn after the last shared Assistant turn; the pair must differ only in the final reply",
+            )
             return None
         # The reply is one assistant message even if it quotes "\n\nAssistant:" (a known HH quirk).
         completions.append([{"role": "assistant", "content": rest.strip()}])
@@ -162,7 +182,12 @@ def _optional_fields(check: _RowChecker, row: dict) -> dict:
         out["id"] = str(row["id"])
     weight = row.get("weight")
     if weight is not None:
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not math.isfinite(weight)
+            or weight < 0
+        ):
             check.add("weight", "wrong_type", f"expected a finite number >= 0, got {weight!r}")
         else:
             out["weight"] = float(weight)
@@ -196,13 +221,21 @@ def normalize_row(row: Any, fmt: str, source: str, row_no: int) -> tuple[dict | 
     """
     check = _RowChecker(source, row_no)
     if not isinstance(row, dict):
-        check.add(None, "wrong_type", f"expected a JSON object with prompt/chosen/rejected, got {type(row).__name__}")
+        check.add(
+            None,
+            "wrong_type",
+            f"expected a JSON object with prompt/chosen/rejected, got {type(row).__name__}",
+        )
         return None, check.problems
     seen = detect_format(row)
     if seen is not None and seen != fmt:
         field = "prompt" if "prompt" in row or fmt in ("standard", "conversational") else "chosen"
-        check.add(field, "inconsistent_format", f"row is in {seen!r} format but the dataset is {fmt!r}; "
-                  "convert it, or load the formats separately")
+        check.add(
+            field,
+            "inconsistent_format",
+            f"row is in {seen!r} format but the dataset is {fmt!r}; "
+            "convert it, or load the formats separately",
+        )
         return None, check.problems
     pair = _normalize_fields(check, row, fmt)
     extras = _optional_fields(check, row)
@@ -214,7 +247,9 @@ def normalize_row(row: Any, fmt: str, source: str, row_no: int) -> tuple[dict | 
     if not text_of(pair["prompt"]).strip():
         check.add("prompt", "empty_prompt", "the prompt is empty; every pair needs a prompt")
     if pair["chosen"] == pair["rejected"]:
-        check.add("rejected", "identical", "chosen and rejected are identical; the pair carries no preference")
+        check.add(
+            "rejected", "identical", "chosen and rejected are identical; the pair carries no preference"
+        )
     if check.problems:
         return None, check.problems
     return {**pair, **extras, "source_file": source, "source_row": row_no}, []
@@ -225,12 +260,18 @@ def _normalize_fields(check: _RowChecker, row: dict, fmt: str) -> dict | None:
         values = [check.string(row.get(f), f) for f in ("prompt", "chosen", "rejected")]
         return None if None in values else dict(zip(("prompt", "chosen", "rejected"), values))
     if fmt == "hh":
-        chosen, rejected = check.string(row.get("chosen"), "chosen"), check.string(row.get("rejected"), "rejected")
+        chosen, rejected = (
+            check.string(row.get("chosen"), "chosen"),
+            check.string(row.get("rejected"), "rejected"),
+        )
         if chosen is None or rejected is None:
             return None
         split = _split_hh(check, chosen, rejected)
     elif fmt == "implicit":
-        chosen, rejected = check.messages(row.get("chosen"), "chosen"), check.messages(row.get("rejected"), "rejected")
+        chosen, rejected = (
+            check.messages(row.get("chosen"), "chosen"),
+            check.messages(row.get("rejected"), "rejected"),
+        )
         if chosen is None or rejected is None:
             return None
         split = _split_implicit(chosen, rejected)

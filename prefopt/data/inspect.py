@@ -35,16 +35,20 @@ def _comparison(chosen: list[int], rejected: list[int]) -> dict[str, float]:
     return {"chosen_longer": round(float((c > r).sum()) / n, 4), "equal": round(float((c == r).sum()) / n, 4)}
 
 
-def _token_lengths(pairs: list[dict], tokenizer: PreTrainedTokenizerBase) -> tuple[dict[str, list[int]], list[Problem]]:
+def _token_lengths(
+    pairs: list[dict], tokenizer: PreTrainedTokenizerBase
+) -> tuple[dict[str, list[int]], list[Problem]]:
     lengths: dict[str, list[int]] = {f: [] for f in FIELDS}
     problems = []
     for start in range(0, len(pairs), _BATCH):
-        batch = pairs[start:start + _BATCH]
+        batch = pairs[start : start + _BATCH]
         encoded = encode_pairs(*([p[f] for p in batch] for f in FIELDS), tokenizer)
         for pair, *ids in zip(batch, *encoded):
             mismatch = next((x for x in ids if isinstance(x, TemplateMismatch)), None)
             if mismatch is not None:
-                problems.append(Problem(pair["source_file"], pair["source_row"], None, "template_mismatch", str(mismatch)))
+                problems.append(
+                    Problem(pair["source_file"], pair["source_row"], None, "template_mismatch", str(mismatch))
+                )
                 continue
             for f, x in zip(FIELDS, ids):
                 lengths[f].append(len(x))
@@ -94,10 +98,11 @@ def inspect_pairs(
 
 def format_report(result: dict) -> str:
     """Human-readable text of an :func:`inspect_pairs` result."""
-    lines = [
+    header = (
         f"{result['source']}: {result['rows']} rows, {result['valid_pairs']} valid pairs, "
-        f"{result['invalid_rows']} invalid; format {result['format']}",
-    ]
+        f"{result['invalid_rows']} invalid; format {result['format']}"
+    )
+    lines = [header]
     for unit in ("chars", "tokens"):
         if unit not in result:
             continue
@@ -107,8 +112,10 @@ def format_report(result: dict) -> str:
             s = result[unit][f]
             lines.append(f"  {f:<38} {s['mean']:>9.1f} {s['median']:>9.1f} {s['p90']:>9.1f} {s['max']:>9d}")
         comparison = result[f"{unit}_comparison"]
-        lines.append(f"  chosen longer than rejected ({unit}): {comparison['chosen_longer']:.1%} "
-                     f"(equal: {comparison['equal']:.1%})")
+        lines.append(
+            f"  chosen longer than rejected ({unit}): {comparison['chosen_longer']:.1%} "
+            f"(equal: {comparison['equal']:.1%})"
+        )
     if result["problems_total"]:
         reasons = ", ".join(f"{k}: {v}" for k, v in result["problems_by_reason"].items())
         lines.append(f"problems: {result['problems_total']} ({reasons})")

@@ -46,7 +46,10 @@ def read_rows(source: str | Path, *, split: str | None = None) -> RawRows:
     path = Path(source)
     name = str(source)
     if path.is_dir():
-        return _from_dataset(datasets.load_from_disk(str(path)), name, split)
+        data = datasets.load_from_disk(str(path))
+        if split is not None and isinstance(data, datasets.Dataset):
+            raise ValueError(f"{name}: holds a single Dataset without splits; drop split={split!r}")
+        return _from_dataset(data, name, split)
     if path.is_file():
         if split is not None:
             raise ValueError(f"{name}: split={split!r} only applies to dataset directories and Hub datasets")
@@ -74,8 +77,11 @@ def _decode(raw: bytes, source: str, row: int) -> tuple[str | None, Problem | No
         return raw.decode("utf-8"), None
     except UnicodeDecodeError as err:
         return None, Problem(
-            source, row, None, "invalid_utf8",
-            f"byte {err.start} ({raw[err.start:err.start + 1]!r}) is not valid UTF-8; re-encode the file as UTF-8",
+            source,
+            row,
+            None,
+            "invalid_utf8",
+            f"byte {err.start} ({raw[err.start : err.start + 1]!r}) is not valid UTF-8; re-encode the file as UTF-8",
         )
 
 
@@ -93,8 +99,13 @@ def _read_jsonl(path: Path) -> RawRows:
                 out.rows.append((line_no, json.loads(text)))
             except json.JSONDecodeError as err:
                 out.problems.append(
-                    Problem(out.source, line_no, None, "malformed_json",
-                            f"malformed JSON at column {err.colno}: {err.msg}; each line must be one JSON object")
+                    Problem(
+                        out.source,
+                        line_no,
+                        None,
+                        "malformed_json",
+                        f"malformed JSON at column {err.colno}: {err.msg}; each line must be one JSON object",
+                    )
                 )
     return out
 
@@ -113,11 +124,21 @@ def _read_json(path: Path) -> RawRows:
         if err.msg == "Extra data":  # one object per line under a .json name
             return _read_jsonl(path)
         out.problems.append(
-            Problem(out.source, err.lineno, None, "malformed_json", f"malformed JSON at column {err.colno}: {err.msg}")
+            Problem(
+                out.source,
+                err.lineno,
+                None,
+                "malformed_json",
+                f"malformed JSON at column {err.colno}: {err.msg}",
+            )
         )
         return out
     if not isinstance(data, list):
-        raise ValueError(f"{out.source}: expected a JSON array of pair objects, got a {type(data).__name__}")
+        message = (
+            f"expected a JSON array of pair objects, got a {type(data).__name__}; or use one object per line"
+        )
+        out.problems.append(Problem(out.source, None, None, "wrong_type", message))
+        return out
     out.rows = list(enumerate(data, start=1))
     return out
 

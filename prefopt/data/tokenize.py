@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import datasets
 from transformers import PreTrainedTokenizerBase
@@ -54,7 +54,9 @@ class TemplateMismatch(ValueError):
 
 def _eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"{type(tokenizer).__name__} has no eos_token; set tokenizer.eos_token before tokenizing pairs")
+        raise ValueError(
+            f"{type(tokenizer).__name__} has no eos_token; set tokenizer.eos_token before tokenizing pairs"
+        )
     return tokenizer.eos_token_id
 
 
@@ -68,7 +70,9 @@ def _end_with_eos(ids: list[int], eos: int) -> list[int]:
 def render_prompts(prompts: list[str | list[dict]], tokenizer: PreTrainedTokenizerBase) -> list[str]:
     """Prompt texts as the model sees them (chat template with the generation prompt where conversational)."""
     return [
-        p if isinstance(p, str) else tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
+        p
+        if isinstance(p, str)
+        else tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
         for p in prompts
     ]
 
@@ -99,12 +103,16 @@ def encode_pairs(
     prompt_texts = render_prompts(prompts, tokenizer)
     out = []
     for completions in (chosen, rejected):
-        full_texts = [tokenizer.apply_chat_template(p + c, tokenize=False) for p, c in zip(prompts, completions)]
+        full_texts = [
+            tokenizer.apply_chat_template(p + c, tokenize=False) for p, c in zip(prompts, completions)
+        ]
         full_ids = tokenizer(full_texts, add_special_tokens=False)["input_ids"]
-        out.append([
-            _continuation(prompt_text, full_text, p_ids, ids, eos)
-            for prompt_text, full_text, p_ids, ids in zip(prompt_texts, full_texts, prompt_ids, full_ids)
-        ])
+        out.append(
+            [
+                _continuation(prompt_text, full_text, p_ids, ids, eos)
+                for prompt_text, full_text, p_ids, ids in zip(prompt_texts, full_texts, prompt_ids, full_ids)
+            ]
+        )
     return prompt_ids, out[0], out[1]
 
 
@@ -114,7 +122,7 @@ def _continuation(
     if not full_text.startswith(prompt_text):
         return TemplateMismatch(
             "the chat template renders the prompt differently when the completion follows it "
-            f"(prompt ends {prompt_text[-40:]!r}, conversation has {full_text[len(prompt_text) - 40:len(prompt_text)]!r}); "
+            f"(prompt ends {prompt_text[-40:]!r}, conversation has {full_text[len(prompt_text) - 40 : len(prompt_text)]!r}); "
             "use a template whose generation prompt is a prefix of the conversation"
         )
     if full_ids[: len(prompt_ids)] != prompt_ids:
@@ -122,7 +130,18 @@ def _continuation(
             "the tokenizer merges tokens across the prompt/completion boundary, so the prompt's tokens are not "
             "a prefix of the conversation's; fix the chat template so the generation prompt ends on a token boundary"
         )
-    return _end_with_eos(full_ids[len(prompt_ids):], eos)
+    return _end_with_eos(full_ids[len(prompt_ids) :], eos)
+
+
+class _Status(NamedTuple):
+    """Outcome of one pair: ``reason`` is ``""`` (ok), ``"truncated"`` or a problem reason."""
+
+    reason: str
+    field: str = ""
+    message: str = ""
+
+
+_FINE, _CUT = _Status(_OK), _Status(_TRUNCATED)
 
 
 @dataclass(frozen=True)
@@ -134,28 +153,33 @@ class _Limits:
 
 def _fit(
     prompt_len: int, completion: list[int], rewards: list[float] | None, field_name: str, limits: _Limits
-) -> tuple[list[int], list[float] | None, tuple[str, str, str]]:
-    """Apply the length policy to one completion: ids, rewards and a status (reason, field, message)."""
+) -> tuple[list[int], list[float] | None, _Status]:
+    """Apply the length policy to one completion: its ids, its rewards and a status."""
     if rewards is not None and len(rewards) != len(completion):
-        return completion, rewards, (
-            "token_rewards_length", f"{field_name}_token_rewards",
+        message = (
             f"has {len(rewards)} values but the {field_name} completion has {len(completion)} tokens "
-            "(one reward per completion token, EOS included); recompute them with this tokenizer",
+            "(one reward per completion token, EOS included); recompute them with this tokenizer"
         )
-    if limits.max_length is None or prompt_len + len(completion) <= limits.max_length:
-        return completion, rewards, (_OK, "", "")
+        return completion, rewards, _Status("token_rewards_length", f"{field_name}_token_rewards", message)
+    total = prompt_len + len(completion)
+    if limits.max_length is None or total <= limits.max_length:
+        return completion, rewards, _FINE
     budget = limits.max_length - prompt_len
     if limits.truncation != "keep_start" or budget < 1:
-        return completion, rewards, (
-            "too_long", field_name,
-            f"prompt ({prompt_len}) + {field_name} ({len(completion)}) = {prompt_len + len(completion)} tokens > "
-            f"max_length={limits.max_length}; raise max_length, or use truncation='drop' or 'keep_start'",
+        message = (
+            f"prompt ({prompt_len}) + {field_name} ({len(completion)}) = {total} tokens > "
+            f"max_length={limits.max_length}; raise max_length, or use truncation='drop' or 'keep_start'"
         )
-    return completion[:budget], None if rewards is None else rewards[:budget], (_TRUNCATED, "", "")
+        return completion, rewards, _Status("too_long", field_name, message)
+    return completion[:budget], None if rewards is None else rewards[:budget], _CUT
 
 
-def _tokenize_batch(batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, limits: _Limits) -> dict[str, list]:
-    prompt_ids, chosen_ids, rejected_ids = encode_pairs(batch["prompt"], batch["chosen"], batch["rejected"], tokenizer)
+def _tokenize_batch(
+    batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, limits: _Limits
+) -> dict[str, list]:
+    prompt_ids, chosen_ids, rejected_ids = encode_pairs(
+        batch["prompt"], batch["chosen"], batch["rejected"], tokenizer
+    )
     n = len(prompt_ids)
     out: dict[str, list] = {"prompt_ids": prompt_ids, "chosen_ids": [], "rejected_ids": []}
     out.update({name: [] for name in _STATUS_COLUMNS})
@@ -167,15 +191,19 @@ def _tokenize_batch(batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, 
         statuses = []
         prompt_len = len(prompt_ids[i])
         if prompt_len == 0:
-            statuses.append(("empty_prompt", "prompt", "the prompt encodes to 0 tokens; every pair needs a prompt"))
+            statuses.append(
+                _Status("empty_prompt", "prompt", "the prompt encodes to 0 tokens; every pair needs one")
+            )
         if limits.max_prompt_length is not None and prompt_len > limits.max_prompt_length:
-            statuses.append(("prompt_too_long", "prompt",
-                             f"the prompt has {prompt_len} tokens > max_prompt_length={limits.max_prompt_length}; "
-                             "raise max_prompt_length or use truncation='drop'"))
+            message = (
+                f"the prompt has {prompt_len} tokens > max_prompt_length={limits.max_prompt_length}; "
+                "raise max_prompt_length or use truncation='drop'"
+            )
+            statuses.append(_Status("prompt_too_long", "prompt", message))
         for side, ids in (("chosen", chosen_ids[i]), ("rejected", rejected_ids[i])):
             rewards = batch[f"{side}_token_rewards"][i] if has_rewards[side] else None
             if isinstance(ids, TemplateMismatch):
-                statuses.append(("template_mismatch", side, str(ids)))
+                statuses.append(_Status("template_mismatch", side, str(ids)))
                 ids = []
             else:
                 ids, rewards, status = _fit(prompt_len, ids, rewards, side, limits)
@@ -183,12 +211,11 @@ def _tokenize_batch(batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, 
             out[f"{side}_ids"].append(ids)
             if has_rewards[side]:
                 out[f"{side}_token_rewards"].append(rewards)
-        problems = [s for s in statuses if s[0] not in (_OK, _TRUNCATED)]
-        truncated = any(s[0] == _TRUNCATED for s in statuses)
-        reason, field_name, message = problems[0] if problems else ((_TRUNCATED if truncated else _OK), "", "")
-        out["_reason"].append(reason)
-        out["_field"].append(field_name)
-        out["_message"].append(message)
+        problems = [s for s in statuses if s.reason not in (_OK, _TRUNCATED)]
+        status = problems[0] if problems else (_CUT if _CUT in statuses else _FINE)
+        out["_reason"].append(status.reason)
+        out["_field"].append(status.field)
+        out["_message"].append(status.message)
     return out
 
 
@@ -230,10 +257,12 @@ def tokenize_pairs(
     reasons = mapped["_reason"]
     problems = _problems(mapped, reasons)
     if problems and (truncation != "drop" or any(p.reason == "template_mismatch" for p in problems)):
-        raise DataValidationError(problems, n_rows=len(dataset), hint=(
+        hint = (
             "Fix these rows, raise the limits, or pass truncation='drop' to drop them."
-            if truncation != "drop" else "The chat template cannot be used for training; fix it."
-        ))
+            if truncation != "drop"
+            else "The chat template cannot be used for training; fix it."
+        )
+        raise DataValidationError(problems, n_rows=len(dataset), hint=hint)
     keep = [i for i, reason in enumerate(reasons) if reason in (_OK, _TRUNCATED)]
     result = mapped.select(keep) if len(keep) < len(mapped) else mapped
     stats = TokenizeStats(len(dataset), len(keep), reasons.count(_TRUNCATED), count_reasons(problems))
@@ -250,5 +279,7 @@ def _problems(mapped: datasets.Dataset, reasons: list[str]) -> list[Problem]:
     numbers = rows["source_row"] if "source_row" in rows.column_names else [i + 1 for i in bad]
     return [
         Problem(file, number, field_name, reason, message)
-        for file, number, field_name, reason, message in zip(files, numbers, rows["_field"], rows["_reason"], rows["_message"])
+        for file, number, field_name, reason, message in zip(
+            files, numbers, rows["_field"], rows["_reason"], rows["_message"]
+        )
     ]

@@ -18,7 +18,7 @@ import datasets
 import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
-from prefopt.data.errors import DataValidationError, Problem, count_reasons
+from prefopt.data.errors import DataValidationError, Problem
 from prefopt.data.formats import FORMATS, Format, detect_format, normalize_row
 from prefopt.data.sources import RawRows, read_rows
 from prefopt.data.tokenize import encode_prompts
@@ -93,10 +93,18 @@ def validate_pairs(
     report = ValidationReport(raw.source, fmt, raw.n_rows, problems=list(raw.problems))
     for row_no, row in raw.rows:
         if fmt is None:
-            report.problems.append(Problem(raw.source, row_no, "prompt", "missing_field", (
-                "no 'prompt' field, and 'chosen' is neither a message list nor an HH transcript; "
-                "add 'prompt' or pass format=..."
-            )))
+            report.problems.append(
+                Problem(
+                    raw.source,
+                    row_no,
+                    "prompt",
+                    "missing_field",
+                    (
+                        "no 'prompt' field, and 'chosen' is neither a message list nor an HH transcript; "
+                        "add 'prompt' or pass format=..."
+                    ),
+                )
+            )
             continue
         pair, problems = normalize_row(row, fmt, raw.source, row_no)
         report.problems.extend(problems)
@@ -113,9 +121,16 @@ def _check_prompt_budget(report: ValidationReport, tokenizer: PreTrainedTokenize
     kept = []
     for pair, length in zip(report.pairs, lengths):
         if length > budget:
-            report.problems.append(Problem(report.source, pair["source_row"], "prompt", "prompt_too_long",
-                                           f"the prompt has {length} tokens > max_prompt_length={budget}; "
-                                           "shorten it or raise max_prompt_length"))
+            report.problems.append(
+                Problem(
+                    report.source,
+                    pair["source_row"],
+                    "prompt",
+                    "prompt_too_long",
+                    f"the prompt has {length} tokens > max_prompt_length={budget}; "
+                    "shorten it or raise max_prompt_length",
+                )
+            )
         else:
             kept.append(pair)
     report.pairs = kept
@@ -127,8 +142,10 @@ def pairs_to_dataset(pairs: list[dict], source: str) -> datasets.Dataset:
     try:
         return datasets.Dataset.from_dict({c: [pair.get(c) for pair in pairs] for c in columns})
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        raise ValueError(f"{source}: the optional fields have inconsistent types across rows ({err}); "
-                         "make each field ('meta' in particular) the same type in every row") from err
+        raise ValueError(
+            f"{source}: the optional fields have inconsistent types across rows ({err}); "
+            "make each field ('meta' in particular) the same type in every row"
+        ) from err
 
 
 def load_pairs(
@@ -150,13 +167,19 @@ def load_pairs(
     Raises :class:`DataValidationError` listing every problem unless ``drop_invalid``; then the
     invalid rows are dropped and their count per reason is logged as a warning.
     """
-    report = validate_pairs(source, split=split, format=format, tokenizer=tokenizer,
-                            max_prompt_length=max_prompt_length)
+    report = validate_pairs(
+        source, split=split, format=format, tokenizer=tokenizer, max_prompt_length=max_prompt_length
+    )
     if report.problems and not drop_invalid:
         report.raise_if_invalid()
     if report.problems:
-        logger.warning("%s: dropped %d of %d rows (%s)", report.source, report.n_invalid, report.n_rows,
-                       ", ".join(f"{k}: {v}" for k, v in report.dropped_by_reason().items()))
+        logger.warning(
+            "%s: dropped %d of %d rows (%s)",
+            report.source,
+            report.n_invalid,
+            report.n_rows,
+            ", ".join(f"{k}: {v}" for k, v in report.dropped_by_reason().items()),
+        )
     if not report.pairs:
         if report.problems:
             raise DataValidationError(report.problems, n_rows=report.n_rows, hint="No valid pairs are left.")

@@ -9,10 +9,11 @@ from pathlib import Path
 import datasets
 import pytest
 
-from prefopt.data import load_pairs, validate_pairs
-from prefopt.data import sources
+from prefopt.data import load_pairs, sources, validate_pairs
 
-HH_PATH = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "hh_rlhf_harmless" / "test.jsonl.gz"
+HH_PATH = (
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "hh_rlhf_harmless" / "test.jsonl.gz"
+)
 
 STANDARD = [
     {"prompt": "2+2=", "chosen": "4", "rejected": "5", "id": 7, "weight": 0.5, "meta": {"origin": "unit"}},
@@ -52,7 +53,11 @@ def test_standard_jsonl_keeps_optional_fields(tmp_path):
     assert (first["prompt"], first["chosen"], first["rejected"]) == ("2+2=", "4", "5")
     assert (first["id"], first["weight"], first["meta"]) == ("7", 0.5, {"origin": "unit"})
     assert (second["id"], second["weight"]) == (None, None)
-    assert (first["source_file"], first["source_row"], second["source_row"]) == (str(tmp_path / "pairs.jsonl"), 1, 2)
+    assert (first["source_file"], first["source_row"], second["source_row"]) == (
+        str(tmp_path / "pairs.jsonl"),
+        1,
+        2,
+    )
 
 
 def test_conversational_json_array(tmp_path):
@@ -99,9 +104,9 @@ def test_format_override_and_inconsistent_rows(tmp_path):
 
 
 def test_saved_dataset_directory_with_split(tmp_path):
-    datasets.DatasetDict({
-        "train": datasets.Dataset.from_list(STANDARD), "test": datasets.Dataset.from_list(STANDARD[:1])
-    }).save_to_disk(str(tmp_path / "dsdict"))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(STANDARD), "test": datasets.Dataset.from_list(STANDARD[:1])}
+    ).save_to_disk(str(tmp_path / "dsdict"))
     assert load_pairs(tmp_path / "dsdict", split="test").num_rows == 1
     with pytest.raises(ValueError, match="split"):
         load_pairs(tmp_path / "dsdict")

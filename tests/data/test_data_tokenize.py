@@ -65,13 +65,17 @@ def test_truncation_error_lists_rows(tiny_tokenizer):
 
 
 def test_truncation_drop_counts(tiny_tokenizer):
-    tokenized, stats = tokenize_pairs(load_pairs([SHORT, LONG, SHORT]), tiny_tokenizer, max_length=8, truncation="drop")
+    tokenized, stats = tokenize_pairs(
+        load_pairs([SHORT, LONG, SHORT]), tiny_tokenizer, max_length=8, truncation="drop"
+    )
     assert tokenized.num_rows == 2 and tokenized["source_row"] == [1, 3]
     assert (stats.n_kept, stats.n_truncated, stats.dropped) == (2, 0, {"too_long": 1})
 
 
 def test_truncation_keep_start_keeps_prompt(tiny_tokenizer, caplog):
-    tokenized, stats = tokenize_pairs(load_pairs([SHORT, LONG]), tiny_tokenizer, max_length=8, truncation="keep_start")
+    tokenized, stats = tokenize_pairs(
+        load_pairs([SHORT, LONG]), tiny_tokenizer, max_length=8, truncation="keep_start"
+    )
     assert (stats.n_kept, stats.n_truncated, stats.dropped) == (2, 1, {})
     short, long = tokenized[0], tokenized[1]
     assert short["chosen_ids"][-1] == tiny_tokenizer.eos_token_id
@@ -101,7 +105,9 @@ def test_token_rewards_checked_and_truncated(tiny_tokenizer):
     assert tokenized[0]["chosen_token_rewards"] == pytest.approx([0.1, 0.2])
     assert tokenized[0]["rejected_token_rewards"] == pytest.approx([1.0, 2.0])
     bad = {**SHORT, "chosen_token_rewards": [0.1]}
-    with pytest.raises(DataValidationError, match="field 'chosen_token_rewards': has 1 values but the chosen"):
+    with pytest.raises(
+        DataValidationError, match="field 'chosen_token_rewards': has 1 values but the chosen"
+    ):
         tokenize_pairs(load_pairs([bad]), tiny_tokenizer)
 
 
@@ -112,8 +118,12 @@ def merging_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[("Ċ", "H")]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|pad|>",
-                                   additional_special_tokens=["<|im_start|>"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
     fast.chat_template = CHATML
     return fast
 
@@ -142,5 +152,7 @@ def test_bad_arguments(tiny_tokenizer):
 def test_num_proc_is_deterministic(tiny_tokenizer):
     pairs = load_pairs([SHORT, LONG, {**SHORT, "prompt": "Why?"}] * 20)
     one, _ = tokenize_pairs(pairs, tiny_tokenizer, max_length=8, truncation="keep_start")
-    two, _ = tokenize_pairs(pairs, tiny_tokenizer, max_length=8, truncation="keep_start", num_proc=2, batch_size=7)
+    two, _ = tokenize_pairs(
+        pairs, tiny_tokenizer, max_length=8, truncation="keep_start", num_proc=2, batch_size=7
+    )
     assert one.to_list() == two.to_list()

@@ -39,14 +39,35 @@ STANDARD_CASES = [
 CONVERSATIONAL_CASES = [
     ({"prompt": [USER], "chosen": [ASSISTANT_A], "rejected": [ASSISTANT_B]}, None, None),
     ({"prompt": [USER], "chosen": [USER], "rejected": [ASSISTANT_B]}, "chosen[0].role", "wrong_role"),
-    ({"prompt": [{"role": "robot", "content": "x"}], "chosen": [ASSISTANT_A], "rejected": [ASSISTANT_B]},
-     "prompt[0].role", "wrong_role"),
-    ({"prompt": [USER, {"role": "system", "content": "late"}, USER], "chosen": [ASSISTANT_A], "rejected": [ASSISTANT_B]},
-     "prompt[1].role", "wrong_role"),
-    ({"prompt": [USER, ASSISTANT_A], "chosen": [ASSISTANT_A], "rejected": [ASSISTANT_B]}, "prompt[1].role", "wrong_role"),
-    ({"prompt": [USER], "chosen": [{"role": "assistant"}], "rejected": [ASSISTANT_B]}, "chosen[0]", "wrong_type"),
-    ({"prompt": [USER], "chosen": [{"role": "assistant", "content": 5}], "rejected": [ASSISTANT_B]},
-     "chosen[0].content", "wrong_type"),
+    (
+        {"prompt": [{"role": "robot", "content": "x"}], "chosen": [ASSISTANT_A], "rejected": [ASSISTANT_B]},
+        "prompt[0].role",
+        "wrong_role",
+    ),
+    (
+        {
+            "prompt": [USER, {"role": "system", "content": "late"}, USER],
+            "chosen": [ASSISTANT_A],
+            "rejected": [ASSISTANT_B],
+        },
+        "prompt[1].role",
+        "wrong_role",
+    ),
+    (
+        {"prompt": [USER, ASSISTANT_A], "chosen": [ASSISTANT_A], "rejected": [ASSISTANT_B]},
+        "prompt[1].role",
+        "wrong_role",
+    ),
+    (
+        {"prompt": [USER], "chosen": [{"role": "assistant"}], "rejected": [ASSISTANT_B]},
+        "chosen[0]",
+        "wrong_type",
+    ),
+    (
+        {"prompt": [USER], "chosen": [{"role": "assistant", "content": 5}], "rejected": [ASSISTANT_B]},
+        "chosen[0].content",
+        "wrong_type",
+    ),
     ({"prompt": [USER], "chosen": [], "rejected": [ASSISTANT_B]}, "chosen", "empty_completion"),
 ]
 
@@ -77,13 +98,20 @@ def test_conversational_role_problems(tmp_path):
 
 
 def test_implicit_and_hh_pairs_that_differ_before_the_last_turn(tmp_path):
-    implicit = {"chosen": [USER, ASSISTANT_A, USER, ASSISTANT_A], "rejected": [USER, ASSISTANT_B, USER, ASSISTANT_A]}
+    implicit = {
+        "chosen": [USER, ASSISTANT_A, USER, ASSISTANT_A],
+        "rejected": [USER, ASSISTANT_B, USER, ASSISTANT_A],
+    }
     report = validate_pairs([implicit])
     # The shared prefix is [USER]; index 2 of each full list is the user turn inside the completion.
-    assert [(p.field, p.reason) for p in report.problems] == [("chosen[2].role", "wrong_role"),
-                                                               ("rejected[2].role", "wrong_role")]
-    hh = {"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: d",
-          "rejected": "\n\nHuman: a\n\nAssistant: x\n\nHuman: c\n\nAssistant: d"}
+    assert [(p.field, p.reason) for p in report.problems] == [
+        ("chosen[2].role", "wrong_role"),
+        ("rejected[2].role", "wrong_role"),
+    ]
+    hh = {
+        "chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: d",
+        "rejected": "\n\nHuman: a\n\nAssistant: x\n\nHuman: c\n\nAssistant: d",
+    }
     [problem] = validate_pairs([hh]).problems
     assert (problem.row, problem.field, problem.reason) == (1, "chosen", "wrong_role")
 
@@ -104,7 +132,9 @@ def test_prompt_over_token_budget(tiny_tokenizer):
 
 def test_default_raises_with_every_problem(tmp_path):
     path = tmp_path / "many.jsonl"
-    path.write_bytes(line(GOOD) + b"".join(line({"prompt": "Q?", "chosen": "x", "rejected": "x"}) for _ in range(25)))
+    path.write_bytes(
+        line(GOOD) + b"".join(line({"prompt": "Q?", "chosen": "x", "rejected": "x"}) for _ in range(25))
+    )
     with pytest.raises(DataValidationError) as info:
         load_pairs(path)
     err = info.value
@@ -123,8 +153,14 @@ def test_drop_invalid_reports_counts_by_reason(tmp_path, caplog):
     assert ds.num_rows == 1
     report = validate_pairs(path)
     assert report.dropped_by_reason() == {
-        "wrong_type": 4, "invalid_utf8": 2, "malformed_json": 1, "missing_field": 1, "empty_completion": 1,
-        "identical": 1, "empty_prompt": 1, "inconsistent_format": 1,
+        "wrong_type": 4,
+        "invalid_utf8": 2,
+        "malformed_json": 1,
+        "missing_field": 1,
+        "empty_completion": 1,
+        "identical": 1,
+        "empty_prompt": 1,
+        "inconsistent_format": 1,
     }
     assert "dropped 12 of 13 rows (wrong_type: 4, invalid_utf8: 2" in caplog.text
 
