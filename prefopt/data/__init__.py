@@ -12,6 +12,7 @@ See docs/data.md for the formats, the validation errors and the truncation polic
 from prefopt.data.collate import PairCollator
 from prefopt.data.errors import DataValidationError, Problem
 from prefopt.data.formats import FORMATS
+from prefopt.data.inspect import inspect_pairs
 from prefopt.data.tokenize import TokenizeStats, tokenize_pairs
 from prefopt.data.validate import ValidationReport, load_pairs, validate_pairs
 
@@ -22,6 +23,7 @@ __all__ = [
     "Problem",
     "TokenizeStats",
     "ValidationReport",
+    "inspect_pairs",
     "load_pairs",
     "tokenize_pairs",
     "validate_pairs",
