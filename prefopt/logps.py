@@ -37,7 +37,12 @@ from prefopt.losses.base import PairLogps
 
 Method = Literal["auto", "chunked", "naive"]
 ADAPTER_DISABLED = "adapter_disabled"
-DEFAULT_CHUNK_SIZE = 512
+CHUNK_BYTES = 128 * 2**20
+
+
+def default_chunk_size(vocab_size: int) -> int:
+    """Tokens per chunk so that one fp32 ``[chunk, V]`` logits block is about 128 MiB (682 at V=49,152)."""
+    return max(1, CHUNK_BYTES // (4 * vocab_size))
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,8 @@ class _SelectedTokenLogps(torch.autograd.Function):
             grad_logits = torch.exp(logits - lse[sl, None]).neg_()
             grad_logits.scatter_add_(-1, targets[sl, None], torch.ones_like(lse[sl, None]))
             grad_logits *= grad_out[sl, None]
-            grad_logits *= ctx.transform.derivative(logits)
+            if ctx.transform != LogitTransform():
+                grad_logits *= ctx.transform.derivative(logits)
             del logits
             if grad_b is not None:
                 grad_b += grad_logits.sum(0)
@@ -125,15 +131,17 @@ def selected_token_logps(
     head: nn.Linear,
     targets: torch.Tensor,
     *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     transform: LogitTransform = LogitTransform(),
 ) -> torch.Tensor:
     """fp32 ``log p(targets[i] | hidden[i])`` through a linear ``head``, ``chunk_size`` rows at a time.
 
-    ``hidden`` is ``[M, H]``, ``targets`` ``[M]`` (long). Peak extra memory is one
-    ``[chunk_size, V]`` fp32 block instead of ``[M, V]``. Differentiable w.r.t. ``hidden``,
-    ``head.weight`` and ``head.bias``.
+    ``hidden`` is ``[M, H]``, ``targets`` ``[M]`` (long). Peak extra memory is a few
+    ``[chunk_size, V]`` fp32 blocks instead of ``[M, V]``; ``chunk_size=None`` picks
+    :func:`default_chunk_size`. Differentiable w.r.t. ``hidden``, ``head.weight`` and ``head.bias``.
     """
+    if chunk_size is None:
+        chunk_size = default_chunk_size(head.weight.shape[0])
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     return _SelectedTokenLogps.apply(hidden, head.weight, head.bias, targets, chunk_size, transform)
@@ -223,7 +231,7 @@ def completion_logps(
     attention_mask: torch.Tensor,
     completion_mask: torch.Tensor,
     *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     method: Method = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs of the completion tokens of each row, completion-aligned.
@@ -232,7 +240,8 @@ def completion_logps(
         model: a causal LM, optionally wrapped (PEFT, DDP); its top-level forward is called.
         input_ids, attention_mask: ``[N, T]``.
         completion_mask: ``[N, T]`` bool, True where ``input_ids`` holds a completion token.
-        chunk_size: tokens per head chunk in the chunked path.
+        chunk_size: tokens per head chunk in the chunked path; ``None`` sizes chunks to about
+            128 MiB of fp32 logits (:func:`default_chunk_size`).
         method: ``"chunked"`` (memory-lean), ``"naive"`` (full logits), or ``"auto"`` (chunked
             when the output head is a plain ``nn.Linear``).
 
@@ -281,7 +290,7 @@ def reference_pair_logps(
     batch: dict,
     *,
     policy: nn.Module | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     method: Method = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference ``(ref_chosen, ref_rejected)`` for a pair batch, under ``torch.no_grad()``.
@@ -311,7 +320,7 @@ def pair_logps(
     batch: dict,
     *,
     ref_model: nn.Module | str | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     method: Method = "auto",
 ) -> PairLogps:
     """One forward over the concatenated ``[2B, T]`` pair batch -> :class:`PairLogps`.

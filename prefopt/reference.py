@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prefopt.data.collate import PairCollator
-from prefopt.logps import DEFAULT_CHUNK_SIZE, completion_logps
+from prefopt.logps import completion_logps
 from prefopt.models import cache_root
 
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
@@ -105,7 +105,7 @@ def _compute(
     dataset: datasets.Dataset,
     collator: Callable[[list[dict]], dict],
     batch_size: int,
-    chunk_size: int,
+    chunk_size: int | None,
     disable_adapter: bool,
     progress: bool,
 ) -> dict[str, torch.Tensor]:
@@ -169,7 +169,7 @@ def add_reference_logps(
     batch_size: int = 8,
     cache_dir: str | os.PathLike | None = None,
     disable_adapter: bool = False,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     progress: bool = True,
 ) -> datasets.Dataset:
     """Return ``dataset`` with ``ref_chosen_logps`` / ``ref_rejected_logps`` from ``model``, cached.
@@ -184,7 +184,7 @@ def add_reference_logps(
         cache_dir: where ``<key>.safetensors`` lives; default ``<PREFOPT_CACHE or
             ~/.cache/prefopt>/reference``.
         disable_adapter: compute the reference with the PEFT adapters disabled.
-        chunk_size: tokens per head chunk (:func:`prefopt.logps.completion_logps`).
+        chunk_size: tokens per head chunk (:func:`prefopt.logps.completion_logps`; None: automatic).
         progress: show a progress bar.
     """
     if batch_size < 1:
