@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ CheckFn = Callable[[str, str], bool]
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _STARTUP_TIMEOUT_S = 120.0
+_SOFT_FRACTION = 0.8  # in-worker interrupt at 0.8 x timeout; the hard kill comes at timeout
 
 
 # ----------------------------------------------------------------------------------- extraction
@@ -122,18 +124,38 @@ def _build_check(config: dict) -> Callable[[str, str], VerifyResult]:
     return lambda completion, gold: VerifyResult(bool(fn(completion, gold)), "ok", None)
 
 
+class _SoftTimeout(BaseException):
+    """Raised by SIGALRM inside a worker; a BaseException so library ``except Exception`` cannot swallow it."""
+
+
+def _raise_soft_timeout(signum: int, frame: object) -> None:
+    raise _SoftTimeout
+
+
 def _worker_main() -> None:
-    """Entry point of a worker process: config in argv[1], requests/results as JSON lines."""
-    check = _build_check(json.loads(sys.argv[1]))
+    """Entry point of a worker process: config in argv[1], requests/results as JSON lines.
+
+    The worker is the main thread of its process, so a SIGALRM interval timer can interrupt checks
+    that hang in Python code (most sympy blow-ups) without losing the process; hangs inside C code
+    ignore it and are ended by the parent's hard deadline.
+    """
+    config = json.loads(sys.argv[1])
+    check = _build_check(config)
+    signal.signal(signal.SIGALRM, _raise_soft_timeout)
     out, sys.stdout = sys.stdout, sys.stderr  # stray prints must not corrupt the protocol
     out.write('{"ready": true}\n')
     out.flush()
     for line in sys.stdin:
         request = json.loads(line)
+        signal.setitimer(signal.ITIMER_REAL, config["soft_timeout"])
         try:
             result = check(request["completion"], request["gold"])
+        except _SoftTimeout:
+            result = VerifyResult(False, "timeout", None, f"interrupted after {config['soft_timeout']:g} s")
         except Exception as exc:  # a bad item is recorded, never fatal
             result = VerifyResult(False, "error", None, f"{type(exc).__name__}: {exc}"[:300])
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         out.write(json.dumps(result.to_dict()) + "\n")
         out.flush()
 
@@ -207,8 +229,8 @@ class IsolatedVerifier:
     def __init__(self, config: dict, timeout: float = 5.0) -> None:
         if timeout <= 0:
             raise ValueError(f"verifier timeout must be > 0 seconds, got {timeout}")
-        self.config = config
         self.timeout = float(timeout)
+        self.config = {**config, "soft_timeout": _SOFT_FRACTION * self.timeout}
         self._worker: _Worker | None = None
         self._spare: _Worker | None = None
 
