@@ -176,7 +176,9 @@ def length_controlled_winrate(
     lc_rows = 100 * glm_predictions(coefficients, np.zeros_like(feature), difficulty)
     result |= {
         "length_controlled_winrate": float(lc_rows.mean()),
-        "lc_standard_error": float(lc_rows.std(ddof=1) / math.sqrt(len(lc_rows))),
+        "lc_standard_error": 0.0
+        if difficulty is None
+        else float(lc_rows.std(ddof=1) / math.sqrt(len(lc_rows))),
         "lc_delta_method_se": 0.0
         if chosen_c is None
         else lc_delta_method_se(coefficients, feature, difficulty),

@@ -113,7 +113,7 @@ def test_length_bias_is_removed_and_matches_independent_fit():
     assert result["length_controlled_winrate"] == pytest.approx(newton_lc_winrate(rows, False), abs=0.5)
     assert result["coefficients"][LENGTH] < -0.5
     assert set(result["coefficients"]) == {LENGTH, MODEL}
-    assert result["lc_standard_error"] == pytest.approx(0, abs=1e-9)  # one prediction for every row
+    assert result["lc_standard_error"] == 0.0  # one prediction for every row
 
 
 def test_instruction_difficulty_term_matches_independent_fit(tmp_path):
