@@ -151,10 +151,11 @@ def length_controlled_winrate(
         ``baseline``, ``coefficients`` (name -> fitted theta), ``C`` (the chosen inverse L1
         strength; None when model and baseline are the same) and ``extreme_change`` (bool).
     """
-    rows, model, baseline = _select(annotations, model, baseline)
-    prefs = np.array([_preference(r["preference"], i) for i, r in enumerate(rows)], dtype=float)
+    selected, model, baseline = _select(annotations, model, baseline)
+    prefs = np.array([_preference(r["preference"], i) for i, r in selected], dtype=float)
     keep = ~np.isnan(prefs)
-    rows = [r for r, k in zip(rows, keep) if k]
+    selected = [item for item, k in zip(selected, keep) if k]
+    rows = [r for _, r in selected]
     p = prefs[keep]
     if len(rows) < 2:
         raise ValueError(f"need at least 2 annotations with a preference, got {len(rows)}")
@@ -167,21 +168,19 @@ def length_controlled_winrate(
         "standard_error": float(100 * p.std(ddof=1) / math.sqrt(len(p))),
     }
     feature = length_feature([r["output_1"] for r in rows], [r["output_2"] for r in rows])
-    difficulty = _difficulty(rows, instruction_difficulty)
-    if model is not None and model == baseline:
+    difficulty = _difficulty(selected, instruction_difficulty)
+    if model is not None and model == baseline:  # LC = 50 by construction, as in AlpacaEval
         coefficients = {LENGTH: 0.0, MODEL: 0.0} | ({DIFFICULTY: 0.0} if difficulty is not None else {})
-        chosen_c = None
+        chosen_c, delta_se = None, 0.0
     else:
         coefficients, chosen_c = fit_glm(feature, difficulty, p)
+        delta_se = lc_delta_method_se(coefficients, feature, difficulty)
     lc_rows = 100 * glm_predictions(coefficients, np.zeros_like(feature), difficulty)
+    lc_sem = 0.0 if difficulty is None else float(lc_rows.std(ddof=1) / math.sqrt(len(lc_rows)))
     result |= {
         "length_controlled_winrate": float(lc_rows.mean()),
-        "lc_standard_error": 0.0
-        if difficulty is None
-        else float(lc_rows.std(ddof=1) / math.sqrt(len(lc_rows))),
-        "lc_delta_method_se": 0.0
-        if chosen_c is None
-        else lc_delta_method_se(coefficients, feature, difficulty),
+        "lc_standard_error": lc_sem,
+        "lc_delta_method_se": delta_se,
         "coefficients": coefficients,
         "C": chosen_c,
     }
@@ -279,8 +278,8 @@ def _l1_penalty_kwargs() -> dict[str, Any]:
 
 def _select(
     annotations: Sequence[Mapping[str, Any]], model: str | None, baseline: str | None
-) -> tuple[list[Mapping[str, Any]], str | None, str | None]:
-    """Keep the rows of ``model`` vs ``baseline``, oriented so that the model is ``output_2``."""
+) -> tuple[list[tuple[int, Mapping[str, Any]]], str | None, str | None]:
+    """(record index, record) of ``model`` vs ``baseline``, oriented so that the model is ``output_2``."""
     if model is None:
         models = sorted({str(r.get("generator_2")) for r in annotations if "generator_2" in r})
         if len(models) > 1:
@@ -288,8 +287,8 @@ def _select(
                 f"annotations compare several models {models}; choose one with model=... (--model)"
             )
         model = models[0] if models else None
-    rows: list[Mapping[str, Any]] = []
-    for record in annotations:
+    rows: list[tuple[int, Mapping[str, Any]]] = []
+    for index, record in enumerate(annotations):
         gen_1, gen_2 = record.get("generator_1"), record.get("generator_2")
         if model is not None and gen_2 != model and gen_1 == model:
             record = _flipped(record)
@@ -297,9 +296,9 @@ def _select(
             continue
         if baseline is not None and record.get("generator_1") != baseline:
             continue
-        rows.append(record)
+        rows.append((index, record))
     if baseline is None:
-        baselines = sorted({str(r.get("generator_1")) for r in rows if "generator_1" in r})
+        baselines = sorted({str(r.get("generator_1")) for _, r in rows if "generator_1" in r})
         if len(baselines) > 1:
             raise ValueError(
                 f"{model!r} is compared with several baselines {baselines}; choose one (--baseline)"
@@ -333,18 +332,23 @@ def _preference(value: Any, row: int) -> float:
     return 0.5 if value == 0 else float(value) - 1
 
 
-def _difficulty(rows: Sequence[Mapping[str, Any]], mapping: Mapping[str, float] | None) -> np.ndarray | None:
-    """Per-row instruction difficulty from ``mapping`` or from the rows' own field; None when absent."""
+def _difficulty(
+    rows: Sequence[tuple[int, Mapping[str, Any]]], mapping: Mapping[str, float] | None
+) -> np.ndarray | None:
+    """Per-row instruction difficulty from ``mapping`` or from the rows' own field; None when absent.
+
+    ``rows`` are (record index, record) pairs; the index names the record in errors.
+    """
     if mapping is not None:
-        missing = [i for i, r in enumerate(rows) if r.get("instruction") not in mapping]
+        missing = [i for i, r in rows if r.get("instruction") not in mapping]
         if missing:
             raise ValueError(
-                f"annotation {missing[0]} (and {len(missing) - 1} more): its 'instruction' has no difficulty "
-                "in the given mapping; add it to the CSV or drop the mapping"
+                f"annotation {missing[0]} (and {len(missing) - 1} more), field 'instruction': no difficulty "
+                "for it in the given mapping; add it to the CSV or drop the mapping"
             )
-        return np.array([mapping[r["instruction"]] for r in rows], dtype=float)
-    if rows and all(r.get(DIFFICULTY) is not None for r in rows):
-        return np.array([r[DIFFICULTY] for r in rows], dtype=float)
+        return np.array([mapping[r["instruction"]] for _, r in rows], dtype=float)
+    if rows and all(r.get(DIFFICULTY) is not None for _, r in rows):
+        return np.array([r[DIFFICULTY] for _, r in rows], dtype=float)
     return None
 
 

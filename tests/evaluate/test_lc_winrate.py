@@ -231,3 +231,14 @@ def test_delta_method_se_equals_binomial_se_without_length_differences():
     q = result["win_rate"] / 100
     assert result["length_controlled_winrate"] == pytest.approx(result["win_rate"], abs=0.05)
     assert result["lc_delta_method_se"] == pytest.approx(100 * math.sqrt(q * (1 - q) / 500), rel=0.01)
+
+
+def test_errors_name_the_original_record():
+    rows, _ = synthetic_annotations(n=40, theta_diff=1.0)
+    other = dict(rows[0], generator_2="other-model")
+    bad = dict(rows[1], preference="model")
+    with pytest.raises(ValueError, match=r"annotation 2, field 'preference': 'model' is not in \[1, 2\]"):
+        length_controlled_winrate([other, other, bad] + rows, model="model")
+    mapping = {r["instruction"]: 0.0 for r in rows[1:]}
+    with pytest.raises(ValueError, match=r"annotation 1 \(and 0 more\), field 'instruction'"):
+        length_controlled_winrate([other] + rows, model="model", instruction_difficulty=mapping)
