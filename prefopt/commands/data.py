@@ -54,8 +54,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         from prefopt.models import load_tokenizer  # imported here: loading transformers models is slow
 
         tokenizer = load_tokenizer(args.tokenizer)
-    result = inspect_pairs(args.path, tokenizer=tokenizer, format=args.format, split=args.split,
-                           max_problems=args.max_problems)
+    result = inspect_pairs(args.path, tokenizer=tokenizer, tokenizer_name=args.tokenizer, format=args.format,
+                           split=args.split, max_problems=args.max_problems)
     print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_report(result))
     return 1 if result["problems_total"] else 0
 

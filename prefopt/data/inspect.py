@@ -59,6 +59,7 @@ def inspect_pairs(
     source: str | Path,
     *,
     tokenizer: PreTrainedTokenizerBase | None = None,
+    tokenizer_name: str | None = None,
     format: Format = "auto",
     split: str | None = None,
     max_problems: int = MAX_SHOWN,
@@ -69,7 +70,8 @@ def inspect_pairs(
     ``problems_by_reason``, ``problems`` (the first ``max_problems``, as dicts), ``chars`` (per
     field: mean/median/p90/max of the text length over valid pairs; message lists count their
     contents), ``chars_comparison`` (fraction of pairs whose chosen is longer / equally long) and,
-    with a ``tokenizer``, ``tokens`` and ``tokens_comparison`` (prompt tokens as templated with the
+    with a ``tokenizer``, ``tokenizer`` (``tokenizer_name`` or its ``name_or_path``), ``tokens`` and
+    ``tokens_comparison`` (prompt tokens as templated with the
     generation prompt; completion tokens including EOS, as :func:`tokenize_pairs` counts them).
     """
     report = validate_pairs(source, split=split, format=format)
@@ -87,7 +89,7 @@ def inspect_pairs(
     if tokenizer is not None:
         tokens, template_problems = _token_lengths(report.pairs, tokenizer)
         problems += template_problems
-        result["tokenizer"] = tokenizer.name_or_path
+        result["tokenizer"] = tokenizer_name or tokenizer.name_or_path
         result["tokens"] = {f: length_stats(v) for f, v in tokens.items()}
         result["tokens_comparison"] = _comparison(tokens["chosen"], tokens["rejected"])
     result["problems_total"] = len(problems)
@@ -106,8 +108,9 @@ def format_report(result: dict) -> str:
     for unit in ("chars", "tokens"):
         if unit not in result:
             continue
-        header = f"{unit}" + (f" ({result['tokenizer']})" if unit == "tokens" else "")
-        lines.append(f"{header:<40} {'mean':>9} {'median':>9} {'p90':>9} {'max':>9}")
+        if unit == "tokens":
+            lines.append(f"tokenizer: {result['tokenizer']}")
+        lines.append(f"{unit:<40} {'mean':>9} {'median':>9} {'p90':>9} {'max':>9}")
         for f in FIELDS:
             s = result[unit][f]
             lines.append(f"  {f:<38} {s['mean']:>9.1f} {s['median']:>9.1f} {s['p90']:>9.1f} {s['max']:>9d}")

@@ -67,7 +67,7 @@ def _end_with_eos(ids: list[int], eos: int) -> list[int]:
     return ids + [eos]
 
 
-def render_prompts(prompts: list[str | list[dict]], tokenizer: PreTrainedTokenizerBase) -> list[str]:
+def _render_prompts(prompts: list[str | list[dict]], tokenizer: PreTrainedTokenizerBase) -> list[str]:
     """Prompt texts as the model sees them (chat template with the generation prompt where conversational)."""
     return [
         p
@@ -77,11 +77,17 @@ def render_prompts(prompts: list[str | list[dict]], tokenizer: PreTrainedTokeniz
     ]
 
 
+def _encode_prompt_texts(
+    texts: list[str], conversational: bool, tokenizer: PreTrainedTokenizerBase
+) -> list[list[int]]:
+    # Chat templates write their own special tokens (BOS); plain prompts get the tokenizer's.
+    return tokenizer(texts, add_special_tokens=not conversational)["input_ids"]
+
+
 def encode_prompts(prompts: list[str | list[dict]], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
     """Token ids of each prompt: chat-templated (no extra specials) or plain text with the tokenizer's specials."""
-    texts = render_prompts(prompts, tokenizer)
     conversational = bool(prompts) and not isinstance(prompts[0], str)
-    return tokenizer(texts, add_special_tokens=not conversational)["input_ids"]
+    return _encode_prompt_texts(_render_prompts(prompts, tokenizer), conversational, tokenizer)
 
 
 def encode_pairs(
@@ -93,14 +99,15 @@ def encode_pairs(
     :class:`TemplateMismatch` (the caller reports it with its row) instead of ids.
     """
     eos = _eos_id(tokenizer)
-    prompt_ids = encode_prompts(prompts, tokenizer)
-    if not prompts or isinstance(prompts[0], str):
+    conversational = bool(prompts) and not isinstance(prompts[0], str)
+    prompt_texts = _render_prompts(prompts, tokenizer)
+    prompt_ids = _encode_prompt_texts(prompt_texts, conversational, tokenizer)
+    if not conversational:
         completions = [
             [_end_with_eos(ids, eos) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
             for texts in (chosen, rejected)
         ]
         return prompt_ids, completions[0], completions[1]
-    prompt_texts = render_prompts(prompts, tokenizer)
     out = []
     for completions in (chosen, rejected):
         full_texts = [

@@ -59,7 +59,7 @@ def test_cli_text_and_json(pairs_path, tiny_tokenizer, tmp_path, capsys):
     text = capsys.readouterr().out
     assert f"{pairs_path}: 4 rows, 3 valid pairs, 1 invalid; format standard" in text
     assert "chosen longer than rejected (chars): 66.7% (equal: 0.0%)" in text
-    assert "tokens (" in text and "problems: 1 (identical: 1)" in text
+    assert f"tokenizer: {tmp_path / 'tok'}" in text and "problems: 1 (identical: 1)" in text
     assert f"{pairs_path}, row 4, field 'rejected': chosen and rejected are identical" in text
 
     assert run_cli(["data", "inspect", str(pairs_path), "--json", "--max-problems", "0"]) == 1
