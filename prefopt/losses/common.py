@@ -80,8 +80,12 @@ def check_label_smoothing(loss: str, label_smoothing: float) -> None:
 
 
 def scalar_metrics(values: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Batch means of detached tensors as Python floats, with one device sync for all of them."""
-    means = torch.stack([value.detach().float().mean() for value in values.values()])
+    """Batch means of detached tensors as Python floats, with one device sync for all of them.
+
+    Means are taken in float32, or float64 when any input is float64 (not bf16 or fp16).
+    """
+    dtype = torch.float64 if any(value.dtype == torch.float64 for value in values.values()) else torch.float32
+    means = torch.stack([value.detach().to(dtype).mean() for value in values.values()])
     return dict(zip(values, means.tolist()))
 
 
