@@ -6,12 +6,21 @@ byte counts: "Q?" is 2 tokens, "yes" + EOS is 4.
 
 from __future__ import annotations
 
+import gzip
+import json
+from pathlib import Path
+
 import pytest
 from conftest import CHATML, make_tiny_tokenizer
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from prefopt.data import DataValidationError, load_pairs, tokenize_pairs
+from prefopt.models import load_tokenizer
+
+HH_PATH = (
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "hh_rlhf_harmless" / "test.jsonl.gz"
+)
 
 SHORT = {"prompt": "Q?", "chosen": "yes", "rejected": "no"}
 LONG = {"prompt": "Q?", "chosen": "a long answer", "rejected": "no"}
@@ -156,3 +165,19 @@ def test_num_proc_is_deterministic(tiny_tokenizer):
         pairs, tiny_tokenizer, max_length=8, truncation="keep_start", num_proc=2, batch_size=7
     )
     assert one.to_list() == two.to_list()
+
+
+@pytest.mark.slow
+def test_smollm2_template_on_real_hh_rows():
+    """The real SmolLM2 chat template: prompt tokens prefix the conversation, completions end at EOS."""
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    with gzip.open(HH_PATH, "rt", encoding="utf-8") as f:
+        rows = [json.loads(next(f)) for _ in range(50)]
+    tokenized, stats = tokenize_pairs(load_pairs(rows), tokenizer)
+    assert stats.n_kept == 50
+    for row in tokenized:
+        for side in ("chosen", "rejected"):
+            completion = row[f"{side}_ids"]
+            assert completion[-1] == tokenizer.eos_token_id
+            assert tokenizer.decode(completion[:-1]) == row[side][0]["content"]
+        assert tokenizer.decode(row["prompt_ids"]).endswith("<|im_start|>assistant\n")
