@@ -107,13 +107,13 @@ class _SelectedTokenLogps(torch.autograd.Function):
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             sl = slice(start, start + ctx.chunk_size)
             logits = ctx.transform.apply(nn.functional.linear(hidden[sl], weight, bias).float())
-            # d logp / d logits = onehot(target) - softmax, scaled by the upstream gradient.
-            grad_logits = torch.exp(logits - lse[sl, None]).neg_()
+            derivative = ctx.transform.derivative(logits) if ctx.transform != LogitTransform() else None
+            # d logp / d logits = onehot(target) - softmax, scaled by the upstream gradient (in place).
+            grad_logits = logits.sub_(lse[sl, None]).exp_().neg_()
             grad_logits.scatter_add_(-1, targets[sl, None], torch.ones_like(lse[sl, None]))
             grad_logits *= grad_out[sl, None]
-            if ctx.transform != LogitTransform():
-                grad_logits *= ctx.transform.derivative(logits)
-            del logits
+            if derivative is not None:
+                grad_logits *= derivative
             if grad_b is not None:
                 grad_b += grad_logits.sum(0)
             grad_logits = grad_logits.to(weight.dtype)
