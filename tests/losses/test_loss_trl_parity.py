@@ -20,11 +20,11 @@ import warnings
 
 import pytest
 import torch
+from conftest import make_tiny_model
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
 from prefopt.losses import PairLogps, get_loss
-from tests.conftest import make_tiny_model
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
