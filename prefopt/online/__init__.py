@@ -11,7 +11,13 @@ length-reward registry in :mod:`prefopt.online.rewards`, the pair builder in
 """
 
 from prefopt.online.pairs import Pair, PairStats, build_pairs
-from prefopt.online.rewards import RolloutGroup, available_rewards, get_reward, register_reward, score_rollouts
+from prefopt.online.rewards import (
+    RolloutGroup,
+    available_rewards,
+    get_reward,
+    register_reward,
+    score_rollouts,
+)
 from prefopt.online.types import Prompt, RewardState, Rollout, ScoredRollout, VerifyResult
 from prefopt.online.verifier import available_verifiers, get_verifier, register_verifier
 

@@ -21,8 +21,9 @@ chosen rollout among the group's correct ones as the pair's ``weight`` (read by 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from prefopt.online.rewards.base import group_rollouts
 from prefopt.online.rewards.drpo import drpo_weights
@@ -57,7 +58,7 @@ class Pair:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Pair":
+    def from_dict(cls, data: dict[str, Any]) -> Pair:
         """Inverse of :meth:`to_dict`."""
         return cls(**data)
 
@@ -128,7 +129,9 @@ def _check_options(strategy: str, margin: float, weighting: str | None, max_leng
     if weighting not in (None, "drpo"):
         raise ValueError(f"build_pairs: weighting must be None or 'drpo', got {weighting!r}")
     if weighting == "drpo" and not max_length:
-        raise ValueError("build_pairs(weighting='drpo') needs max_length: the fixed generation limit C of r_l = 1 - |o|/C")
+        raise ValueError(
+            "build_pairs(weighting='drpo') needs max_length: the fixed generation limit C of r_l = 1 - |o|/C"
+        )
 
 
 def build_pairs(

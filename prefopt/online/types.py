@@ -12,10 +12,10 @@ no EOS.
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 Message = dict[str, str]
-Prompt = Union[str, list[Message]]
+Prompt = str | list[Message]
 FinishReason = Literal["stop", "length"]
 VerifyStatus = Literal["ok", "no_answer", "parse_error", "timeout", "error"]
 
@@ -71,7 +71,7 @@ class Rollout:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "rollout") -> "Rollout":
+    def from_dict(cls, data: dict[str, Any], where: str = "rollout") -> Rollout:
         """Inverse of :meth:`to_dict`; ``where`` (e.g. ``"rollouts.jsonl row 3"``) prefixes errors."""
         _check_keys(cls, data, where)
         return cls(**data)
@@ -96,7 +96,7 @@ class VerifyResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "verify result") -> "VerifyResult":
+    def from_dict(cls, data: dict[str, Any], where: str = "verify result") -> VerifyResult:
         """Inverse of :meth:`to_dict`."""
         _check_keys(cls, data, where)
         return cls(**data)
@@ -123,7 +123,7 @@ class ScoredRollout(Rollout):
         verification: VerifyResult,
         reward: float,
         components: dict[str, float] | None = None,
-    ) -> "ScoredRollout":
+    ) -> ScoredRollout:
         """Attach a verification and a reward to ``rollout``."""
         return cls(
             **asdict(rollout),
@@ -165,7 +165,7 @@ class RewardState:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "reward state") -> "RewardState":
+    def from_dict(cls, data: dict[str, Any], where: str = "reward state") -> RewardState:
         """Inverse of :meth:`to_dict`; ``where`` (e.g. the file name) prefixes errors."""
         _check_keys(cls, data, where)
         data = dict(data)

@@ -27,9 +27,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from importlib import import_module
-from typing import Callable, Literal, Protocol, Sequence
+from typing import Literal, Protocol
+
+from typing_extensions import Self
 
 from prefopt.online.types import VerifyResult
 
@@ -105,7 +108,9 @@ def math_check(completion: str, gold: str, fallback: Fallback = "last_number") -
         return VerifyResult(False, "no_answer", None, "no \\boxed{}, '####' or number in the completion")
     gold_expr = _parse_boxed(extract_gold(gold))
     if not gold_expr:
-        return VerifyResult(False, "parse_error", answer, f"math-verify could not parse the gold {gold[:80]!r}")
+        return VerifyResult(
+            False, "parse_error", answer, f"math-verify could not parse the gold {gold[:80]!r}"
+        )
     pred_expr = _parse_boxed(answer)
     if not pred_expr:
         return VerifyResult(False, "parse_error", answer, "math-verify could not parse the answer")
@@ -152,7 +157,7 @@ def _worker_main() -> None:
             result = check(request["completion"], request["gold"])
         except _SoftTimeout:
             result = VerifyResult(False, "timeout", None, f"interrupted after {config['soft_timeout']:g} s")
-        except Exception as exc:  # a bad item is recorded, never fatal
+        except Exception as exc:  # noqa: BLE001 — a bad item is recorded as "error", never fatal
             result = VerifyResult(False, "error", None, f"{type(exc).__name__}: {exc}"[:300])
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -167,7 +172,12 @@ class _Worker:
     def __init__(self, config: dict) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from prefopt.online.verifier import _worker_main; _worker_main()", json.dumps(config)],
+            [
+                sys.executable,
+                "-c",
+                "from prefopt.online.verifier import _worker_main; _worker_main()",
+                json.dumps(config),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -257,7 +267,9 @@ class IsolatedVerifier:
         if result is None:
             self._discard_worker()
             logger.info("verification timed out after %.1f s: %r", self.timeout, completion[-120:])
-            return VerifyResult(False, "timeout", None, f"no verdict within {self.timeout:g} s; worker restarted")
+            return VerifyResult(
+                False, "timeout", None, f"no verdict within {self.timeout:g} s; worker restarted"
+            )
         return result
 
     def verify_batch(self, completions: Sequence[str], golds: Sequence[str]) -> list[VerifyResult]:
@@ -273,7 +285,7 @@ class IsolatedVerifier:
                 worker.close()
         self._worker = self._spare = None
 
-    def __enter__(self) -> "IsolatedVerifier":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -314,7 +326,7 @@ class ExactMatchVerifier:
     def close(self) -> None:
         """Nothing to release."""
 
-    def __enter__(self) -> "ExactMatchVerifier":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -363,7 +375,9 @@ def get_verifier(name: str = "math", *, timeout: float = 5.0, **hparams) -> Veri
     if name == "math":
         fallback = hparams.pop("fallback", "last_number")
         if hparams or fallback not in ("last_number", "none"):
-            raise TypeError(f"verifier 'math' takes fallback='last_number'|'none' and timeout; got {hparams or fallback}")
+            raise TypeError(
+                f"verifier 'math' takes fallback='last_number'|'none' and timeout; got {hparams or fallback}"
+            )
         return IsolatedVerifier({"kind": "math", "fallback": fallback}, timeout)
     if name == "exact":
         return ExactMatchVerifier(**hparams)

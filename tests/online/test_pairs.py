@@ -34,14 +34,26 @@ def ids(pairs):
 
 
 def test_best_vs_worst_with_length_tie_breaks_and_provenance():
-    group = [rollout("a", 0, 1.0, 50, True), rollout("a", 1, 1.0, 30, True), rollout("a", 2, 0.0, 10, False),
-             rollout("a", 3, 0.0, 90, False)]
+    group = [
+        rollout("a", 0, 1.0, 50, True),
+        rollout("a", 1, 1.0, 30, True),
+        rollout("a", 2, 0.0, 10, False),
+        rollout("a", 3, 0.0, 90, False),
+    ]
     pairs, stats = build_pairs(group, "best_vs_worst")
     assert ids(pairs) == [(1, 3)]  # the shorter of the best, the longer of the worst
     assert pairs[0].meta == {
-        "round": 1, "prompt_id": "a", "strategy": "best_vs_worst", "chosen_index": 1, "rejected_index": 3,
-        "chosen_reward": 1.0, "rejected_reward": 0.0, "chosen_length": 30, "rejected_length": 90,
-        "chosen_correct": True, "rejected_correct": False,
+        "round": 1,
+        "prompt_id": "a",
+        "strategy": "best_vs_worst",
+        "chosen_index": 1,
+        "rejected_index": 3,
+        "chosen_reward": 1.0,
+        "rejected_reward": 0.0,
+        "chosen_length": 30,
+        "rejected_length": 90,
+        "chosen_correct": True,
+        "rejected_correct": False,
     }
     assert pairs[0].id == "r1-a-1-3" and pairs[0].weight is None and "weight" not in pairs[0].to_dict()
     assert (stats.groups, stats.pairs, stats.skipped_groups) == (1, 1, {})
@@ -57,8 +69,12 @@ def test_tied_groups_make_no_pair_and_are_counted():
 
 
 def test_correct_short_vs_incorrect_and_vs_long_correct():
-    group = [rollout("a", 0, 1.2, 80, True), rollout("a", 1, 1.4, 20, True), rollout("a", 2, 1.1, 120, True),
-             rollout("a", 3, 0.0, 40, False)]
+    group = [
+        rollout("a", 0, 1.2, 80, True),
+        rollout("a", 1, 1.4, 20, True),
+        rollout("a", 2, 1.1, 120, True),
+        rollout("a", 3, 0.0, 40, False),
+    ]
     assert ids(build_pairs(group, "correct_short_vs_incorrect")[0]) == [(1, 3)]
     assert ids(build_pairs(group, "correct_short_vs_incorrect", rejected="long_correct")[0]) == [(1, 2)]
     all_correct = [rollout("b", 0, 1.5, 20, True), rollout("b", 1, 1.0, 70, True)]
@@ -85,11 +101,19 @@ def test_margin_all_dno_vector_adapted():
 
 def test_drpo_weights_on_pairs():
     """Weight = n_correct · softmax over correct of (1 − L/C)/λ, SPEC §10 lengths: 2 · [0.919931, 0.080069]."""
-    group = [rollout("d", 0, 1.0, 1000, True), rollout("d", 1, 1.0, 3000, True), rollout("d", 2, 0.0, 5000, False),
-             rollout("d", 3, 0.0, 8192, False)]
-    pairs, _ = build_pairs(group, "margin_all", margin=1.0, weighting="drpo", max_length=8192, drpo_lambda=0.1)
+    group = [
+        rollout("d", 0, 1.0, 1000, True),
+        rollout("d", 1, 1.0, 3000, True),
+        rollout("d", 2, 0.0, 5000, False),
+        rollout("d", 3, 0.0, 8192, False),
+    ]
+    pairs, _ = build_pairs(
+        group, "margin_all", margin=1.0, weighting="drpo", max_length=8192, drpo_lambda=0.1
+    )
     weights = {p.meta["chosen_index"]: p.weight for p in pairs}
-    assert weights[0] == pytest.approx(2 * 0.919931, abs=1e-6) and weights[1] == pytest.approx(2 * 0.080069, abs=1e-6)
+    assert weights[0] == pytest.approx(2 * 0.919931, abs=1e-6) and weights[1] == pytest.approx(
+        2 * 0.080069, abs=1e-6
+    )
     wrong_best = [rollout("e", 0, 2.0, 10, False), rollout("e", 1, 0.0, 10, True)]
     pairs, stats = build_pairs(wrong_best, weighting="drpo", max_length=100)
     assert pairs == [] and stats.dropped_pairs == {"chosen_not_correct": 1}
@@ -112,15 +136,22 @@ def test_groups_are_keyed_by_round_and_prompt():
 
 @pytest.mark.parametrize("prompt", ["What is 2 + 2?", CHAT])
 def test_pairs_load_with_the_data_pipeline(tmp_path, prompt):
-    scored = [rollout(p, k, r, n, c, prompt=prompt) for p in ("a", "b") for k, (r, n, c) in
-              enumerate([(1.0, 12, True), (0.0, 40, False), (0.5, 20, True)])]
+    scored = [
+        rollout(p, k, r, n, c, prompt=prompt)
+        for p in ("a", "b")
+        for k, (r, n, c) in enumerate([(1.0, 12, True), (0.0, 40, False), (0.5, 20, True)])
+    ]
     pairs, _ = build_pairs(scored, "margin_all", margin=0.5, weighting="drpo", max_length=64)
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in pairs))
     dataset = load_pairs(path)
     assert len(dataset) == len(pairs) == 6
     row = dataset[0]
-    assert row["prompt"] == prompt and row["id"] == pairs[0].id and row["weight"] == pytest.approx(pairs[0].weight)
+    assert (
+        row["prompt"] == prompt
+        and row["id"] == pairs[0].id
+        and row["weight"] == pytest.approx(pairs[0].weight)
+    )
     assert row["meta"]["prompt_id"] == "a" and row["meta"]["chosen_length"] == pairs[0].meta["chosen_length"]
     if isinstance(prompt, list):
         assert row["chosen"] == [{"role": "assistant", "content": pairs[0].chosen[0]["content"]}]

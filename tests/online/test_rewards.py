@@ -36,9 +36,18 @@ def score(name: str, groups, state=None, **hp):
 
 
 def test_registry_lists_builtins_and_rejects_unknown_hparams():
-    assert {"correctness", "laser", "laser_d", "laser_de", "hapo", "kimi", "dler", "da_dler", "grpo_lambda", "tlts"} <= set(
-        available_rewards()
-    )
+    assert {
+        "correctness",
+        "laser",
+        "laser_d",
+        "laser_de",
+        "hapo",
+        "kimi",
+        "dler",
+        "da_dler",
+        "grpo_lambda",
+        "tlts",
+    } <= set(available_rewards())
     with pytest.raises(TypeError, match="unknown hyperparameter"):
         get_reward("laser", alpah=0.5)
     with pytest.raises(KeyError, match="unknown reward"):
@@ -149,7 +158,10 @@ def test_hapo_mean_mode_and_order_independence():
     groups = [group([100, 300], [True, True], pid="a"), group([50], [True], pid="a")]
     state = RewardState(history={"a": 200.0}, history_count={"a": 1})
     first = score("hapo", groups, state, mode="mean")
-    assert first[0]["length"] == score("hapo", groups[::-1], RewardState(history={"a": 200.0}), mode="mean")[1]["length"]
+    assert (
+        first[0]["length"]
+        == score("hapo", groups[::-1], RewardState(history={"a": 200.0}), mode="mean")[1]["length"]
+    )
     assert state.history["a"] == pytest.approx((200 + 100 + 300 + 50) / 4)
 
 
@@ -193,7 +205,10 @@ def test_batch_normalize_token_weighting_matches_expanded_tokens():
     rewards, lengths = [[1.0, 0.0], [0.0, 1.0, 1.0]], [[3, 1], [2, 5, 4]]
     got = batch_normalize(rewards, lengths, "token")
     centered = [[r - sum(g) / len(g) for r in g] for g in rewards]
-    tokens = torch.tensor([a for ga, gl in zip(centered, lengths) for a, n in zip(ga, gl) for _ in range(n)], dtype=torch.float64)
+    tokens = torch.tensor(
+        [a for ga, gl in zip(centered, lengths) for a, n in zip(ga, gl) for _ in range(n)],
+        dtype=torch.float64,
+    )
     mean, std = tokens.mean(), (tokens.var(unbiased=True) + 1e-8).sqrt()
     want = [[float((a - mean) / std) for a in ga] for ga in centered]
     for g, w in zip(got, want):
@@ -232,7 +247,9 @@ def test_tlts_band_total_and_schedules():
     stepwise = [budget_at(t, "stepwise") for t in (0, 150, 300, 450)]
     assert stepwise == pytest.approx([256, 178.65, 124.67, 87.0], abs=0.01)
     assert (256 / 87) ** (-1 / 3) == pytest.approx(0.697846, abs=1e-6)
-    assert [budget_at(t, "linear") for t in (0, 150, 300, 450)] == pytest.approx([256, 199.667, 143.333, 87], abs=1e-3)
+    assert [budget_at(t, "linear") for t in (0, 150, 300, 450)] == pytest.approx(
+        [256, 199.667, 143.333, 87], abs=1e-3
+    )
     late = score("tlts", [g], RewardState(round=3), clock="round", schedule="exponential", period=1)[0]
     assert late["budget"][0] == 87.0
 
@@ -266,7 +283,10 @@ def test_score_rollouts_groups_by_prompt_and_keeps_order():
     scored = score_rollouts(rollouts, verdicts, get_reward("kimi", weight=1.0), RewardState())
     assert [s.prompt_id for s in scored] == ["a", "b", "a"]
     assert [s.reward for s in scored] == [1.5, 0.0, 0.5]
-    assert scored[1].verify_status == "timeout" and scored[0].components == {"correctness": 1.0, "length": 0.5}
+    assert scored[1].verify_status == "timeout" and scored[0].components == {
+        "correctness": 1.0,
+        "length": 0.5,
+    }
     assert ScoredRollout.from_dict(json.loads(json.dumps(scored[0].to_dict()))) == scored[0]
     with pytest.raises(ValueError, match="verifications"):
         score_rollouts(rollouts, verdicts[:2], get_reward("correctness"), RewardState())

@@ -50,7 +50,9 @@ def test_extraction_order_boxed_then_hashes_then_last_number():
     assert extract_answer("I think it is 12, maybe 13.") == "13"
     assert extract_answer("I think it is 13.", fallback="none") is None
     assert extract_gold("blah <<2*3=6>>\n#### 70,000") == "70000"
-    assert extract_gold(r"so $\boxed{\left( 3, \frac{\pi}{2} \right)}$.") == r"\left( 3, \frac{\pi}{2} \right)"
+    assert (
+        extract_gold(r"so $\boxed{\left( 3, \frac{\pi}{2} \right)}$.") == r"\left( 3, \frac{\pi}{2} \right)"
+    )
     assert extract_gold(r"\frac{14}{3}") == r"\frac{14}{3}"
 
 
@@ -77,12 +79,20 @@ def test_math500_golds_positive_and_negative(math_verifier):
     answers = [rf"Therefore the answer is $\boxed{{{a}}}$." for a in picks.values()]
     assert [r.correct for r in math_verifier.verify_batch(answers, golds_answer)] == [True] * 5
     assert [r.correct for r in math_verifier.verify_batch(answers, golds_solution)] == [True] * 5
-    wrong = [r"\boxed{(3, \pi)}", r"\boxed{14/5}", r"\boxed{\sqrt{118}}", r"\boxed{3/65}", r"\boxed{45^\circ}"]
+    wrong = [
+        r"\boxed{(3, \pi)}",
+        r"\boxed{14/5}",
+        r"\boxed{\sqrt{118}}",
+        r"\boxed{3/65}",
+        r"\boxed{45^\circ}",
+    ]
     assert [r.correct for r in math_verifier.verify_batch(wrong, golds_answer)] == [False] * 5
 
 
 def test_missing_answer_and_unparsable_gold_are_incorrect_with_status(math_verifier):
-    no_answer, bad_gold = math_verifier.verify_batch(["no digits here", r"\boxed{3}"], ["#### 3", r"\boxed{}"])
+    no_answer, bad_gold = math_verifier.verify_batch(
+        ["no digits here", r"\boxed{3}"], ["#### 3", r"\boxed{}"]
+    )
     assert (no_answer.correct, no_answer.status) == (False, "no_answer")
     assert (bad_gold.correct, bad_gold.status) == (False, "parse_error")
 
@@ -112,14 +122,18 @@ def test_adversarial_answers_return_within_the_limit_and_count_as_incorrect(stri
 
 def test_timeouts_are_recorded_and_the_batch_goes_on(strict_verifier):
     nested = r"\boxed{" + "(" * 400 + "1" + ")" * 400 + "}"
-    results = strict_verifier.verify_batch([nested, r"\boxed{3}", nested, "#### 5"], ["#### 1", "#### 3", "#### 1", "#### 5"])
+    results = strict_verifier.verify_batch(
+        [nested, r"\boxed{3}", nested, "#### 5"], ["#### 1", "#### 3", "#### 1", "#### 5"]
+    )
     assert [r.status for r in results] == ["timeout", "ok", "timeout", "ok"]
     assert [r.correct for r in results] == [False, True, False, True]
 
 
 def test_exact_match_verifier():
     with get_verifier("exact", ignore_case=True) as verifier:
-        results = verifier.verify_batch([r"\boxed{Evelyn}", "#### 18", "nothing"], [r"\text{evelyn}", "#### 18", "x"])
+        results = verifier.verify_batch(
+            [r"\boxed{Evelyn}", "#### 18", "nothing"], [r"\text{evelyn}", "#### 18", "x"]
+        )
     assert [r.correct for r in results] == [False, True, False]
     assert results[2].status == "no_answer"
     assert get_verifier("exact", extract=False).verify(" a  b ", "a b").correct
@@ -146,7 +160,8 @@ def test_registered_callable_runs_under_the_time_limit():
     with get_verifier("mentions_gold", timeout=LIMIT) as verifier:
         start = time.monotonic()
         results = verifier.verify_batch(
-            ["says cat", "says dog", "x", "x", "x", "cat!"], ["cat", "cat", "hang", "boom", "hang_hard", "cat"]
+            ["says cat", "says dog", "x", "x", "x", "cat!"],
+            ["cat", "cat", "hang", "boom", "hang_hard", "cat"],
         )
         elapsed = time.monotonic() - start
     assert [r.correct for r in results] == [True, False, False, False, False, True]

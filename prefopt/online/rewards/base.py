@@ -13,10 +13,10 @@ registered with ``batch=False`` and called once per group.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
-from prefopt.online.types import Rollout, RewardState, ScoredRollout, VerifyResult
+from prefopt.online.types import RewardState, Rollout, ScoredRollout, VerifyResult
 
 GroupScores = dict[str, list[float]]
 
@@ -42,13 +42,19 @@ class RolloutGroup:
     completion_ids: list[list[int]] | None = None
 
     def __post_init__(self) -> None:
-        sizes = {"lengths": len(self.lengths), "correct": len(self.correct), "finish_reasons": len(self.finish_reasons)}
+        sizes = {
+            "lengths": len(self.lengths),
+            "correct": len(self.correct),
+            "finish_reasons": len(self.finish_reasons),
+        }
         if self.format_scores is not None:
             sizes["format_scores"] = len(self.format_scores)
         if self.completion_ids is not None:
             sizes["completion_ids"] = len(self.completion_ids)
         if len(set(sizes.values())) != 1 or not self.lengths:
-            raise ValueError(f"RolloutGroup {self.prompt_id!r}: fields must be non-empty and equally long, got {sizes}")
+            raise ValueError(
+                f"RolloutGroup {self.prompt_id!r}: fields must be non-empty and equally long, got {sizes}"
+            )
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -84,7 +90,9 @@ def register_reward(name: str, *, batch: bool = False) -> Callable[[Callable], C
 
     def decorator(fn: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
-            raise ValueError(f"a reward named {name!r} is already registered ({_REGISTRY[name].fn.__module__})")
+            raise ValueError(
+                f"a reward named {name!r} is already registered ({_REGISTRY[name].fn.__module__})"
+            )
         _REGISTRY[name] = _Entry(fn, batch)
         return fn
 
@@ -111,7 +119,9 @@ class Reward:
         for group, group_scores in zip(groups, scores):
             bad = {k: len(v) for k, v in group_scores.items() if len(v) != len(group)}
             if "reward" not in group_scores or bad:
-                raise RuntimeError(f"reward {self.name!r} returned malformed scores for {group.prompt_id!r}: {bad}")
+                raise RuntimeError(
+                    f"reward {self.name!r} returned malformed scores for {group.prompt_id!r}: {bad}"
+                )
         return scores
 
     def __repr__(self) -> str:
@@ -148,7 +158,9 @@ def score_rollouts(
     format_scores: Sequence[float] | None = None,
 ) -> list[ScoredRollout]:
     """Verified rollouts → scored rollouts (same order), scoring all prompt groups as one batch."""
-    if len(rollouts) != len(verifications) or (format_scores is not None and len(format_scores) != len(rollouts)):
+    if len(rollouts) != len(verifications) or (
+        format_scores is not None and len(format_scores) != len(rollouts)
+    ):
         raise ValueError(
             f"score_rollouts: {len(rollouts)} rollouts, {len(verifications)} verifications, "
             f"{'no' if format_scores is None else len(format_scores)} format scores; pass one of each per rollout"
@@ -169,5 +181,7 @@ def score_rollouts(
     for idx, scores in zip(index_groups, reward.score_batch(groups, state)):
         for k, i in enumerate(idx):
             components = {name: float(v[k]) for name, v in scores.items() if name != "reward"}
-            scored[i] = ScoredRollout.from_rollout(rollouts[i], verifications[i], scores["reward"][k], components)
+            scored[i] = ScoredRollout.from_rollout(
+                rollouts[i], verifications[i], scores["reward"][k], components
+            )
     return scored  # type: ignore[return-value]

@@ -11,7 +11,8 @@ the current group's rollouts.
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from prefopt.online.rewards.base import GroupScores, RolloutGroup, register_reward
 from prefopt.online.types import RewardState
@@ -27,7 +28,9 @@ def _truncation_scores(group: RolloutGroup, max_length: int, stop_penalty: float
 
 
 @register_reward("dler")
-def dler(group: RolloutGroup, state: RewardState, *, max_length: int = 4000, stop_penalty: float = 0.0) -> GroupScores:
+def dler(
+    group: RolloutGroup, state: RewardState, *, max_length: int = 4000, stop_penalty: float = 0.0
+) -> GroupScores:
     """DLER truncation penalty: ``r = 1[correct] · 1[L ≤ max_length]``, times ``stop_penalty`` if truncated."""
     return _truncation_scores(group, max_length, stop_penalty)
 
@@ -72,7 +75,9 @@ def batch_normalize(
     flat = [(a, w) for ga, gw in zip(centered, weights) for a, w in zip(ga, gw)]
     total = sum(w for _, w in flat)
     if total <= 1:
-        raise ValueError(f"batch_normalize: need more than one {weighting} in the batch to estimate a variance")
+        raise ValueError(
+            f"batch_normalize: need more than one {weighting} in the batch to estimate a variance"
+        )
     mean = sum(a * w for a, w in flat) / total
     var = sum(w * (a - mean) ** 2 for a, w in flat) / (total - 1)
     scale = 1.0 / math.sqrt(var + eps)

@@ -25,17 +25,27 @@ def efficiency_groups(accuracies: list[float], fraction: float) -> set[int]:
     return {k for k in ranked[:count] if accuracies[k] > 0}
 
 
-def efficiency_rewards(lengths: list[int], correct: list[bool], alpha: float, std_floor: float = 1e-4) -> list[float]:
+def efficiency_rewards(
+    lengths: list[int], correct: list[bool], alpha: float, std_floor: float = 1e-4
+) -> list[float]:
     """``1 − α·σ(z)`` for correct rollouts (z standardised over the correct lengths), 0 for wrong ones."""
     kept = [length for length, ok in zip(lengths, correct) if ok]
     mean = sum(kept) / len(kept)
     std = max(math.sqrt(sum((x - mean) ** 2 for x in kept) / len(kept)), std_floor)
-    return [1.0 - alpha / (1.0 + math.exp(-(length - mean) / std)) if ok else 0.0 for length, ok in zip(lengths, correct)]
+    return [
+        1.0 - alpha / (1.0 + math.exp(-(length - mean) / std)) if ok else 0.0
+        for length, ok in zip(lengths, correct)
+    ]
 
 
 @register_reward("grpo_lambda", batch=True)
 def grpo_lambda(
-    groups: list[RolloutGroup], state: RewardState, *, fraction: float = 0.2, alpha: float = 0.6, std_floor: float = 1e-4
+    groups: list[RolloutGroup],
+    state: RewardState,
+    *,
+    fraction: float = 0.2,
+    alpha: float = 0.6,
+    std_floor: float = 1e-4,
 ) -> list[GroupScores]:
     """GRPO-λ rewards; ``fraction`` is λ (default 20%), ``alpha`` the length-penalty strength (default 0.6)."""
     chosen = efficiency_groups([g.accuracy for g in groups], fraction)
@@ -43,5 +53,7 @@ def grpo_lambda(
     for k, group in enumerate(groups):
         base = [float(c) for c in group.correct]
         reward = efficiency_rewards(group.lengths, group.correct, alpha, std_floor) if k in chosen else base
-        out.append({"reward": reward, "correctness": base, "efficiency_group": [float(k in chosen)] * len(group)})
+        out.append(
+            {"reward": reward, "correctness": base, "efficiency_group": [float(k in chosen)] * len(group)}
+        )
     return out

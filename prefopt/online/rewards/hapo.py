@@ -22,7 +22,9 @@ from prefopt.online.types import RewardState
 CORRECT_FLOOR = -0.7
 
 
-def hapo_length_term(length: int, correct: bool, history: float | None, kind: str = "cosine", tolerance: float = 0.1) -> float:
+def hapo_length_term(
+    length: int, correct: bool, history: float | None, kind: str = "cosine", tolerance: float = 0.1
+) -> float:
     """HAPO's unweighted ``r_len`` for one response (``history=None``: no correct answer seen yet → 0)."""
     if history is None:
         return 0.0
@@ -34,7 +36,11 @@ def hapo_length_term(length: int, correct: bool, history: float | None, kind: st
         if correct:
             if length < h:
                 return 1.0 - length / h
-            return 0.0 if length < (1 + tolerance) * h else max(CORRECT_FLOOR, -(length - (1 + tolerance) * h) / h)
+            return (
+                0.0
+                if length < (1 + tolerance) * h
+                else max(CORRECT_FLOOR, -(length - (1 + tolerance) * h) / h)
+            )
         return 0.0 if length < (1 + tolerance) * h else max(-1.0, -(length - (1 + tolerance) * h) / h)
     raise ValueError(f"hapo: kind must be 'cosine' or 'linear', got {kind!r}")
 
@@ -70,9 +76,13 @@ def hapo(
     out = []
     for group in groups:
         history = state.history.get(group.prompt_id)
-        term = [hapo_length_term(length, ok, history, kind) for length, ok in zip(group.lengths, group.correct)]
+        term = [
+            hapo_length_term(length, ok, history, kind) for length, ok in zip(group.lengths, group.correct)
+        ]
         base = [float(c) for c in group.correct]
-        out.append({"reward": [b + weight * t for b, t in zip(base, term)], "correctness": base, "length": term})
+        out.append(
+            {"reward": [b + weight * t for b, t in zip(base, term)], "correctness": base, "length": term}
+        )
     if update:
         update_history(state, groups, mode)
     return out

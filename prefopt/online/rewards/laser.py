@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from prefopt.online.rewards.base import GroupScores, RolloutGroup, register_reward
 from prefopt.online.types import RewardState
@@ -53,7 +54,11 @@ def length_thresholds(lower: int, upper: int, interval: int) -> list[int]:
 
 
 def choose_target_length(
-    coverage: dict[int, float], capacity: int, fallback: int, expected_correct: int = 1, rounding: str = "floor"
+    coverage: dict[int, float],
+    capacity: int,
+    fallback: int,
+    expected_correct: int = 1,
+    rounding: str = "floor",
 ) -> int:
     """LASER-D's ``_choose_target_length``: the smallest threshold ℓ with ``round(P_ℓ · C_d) ≥ expected_correct``.
 
@@ -67,7 +72,9 @@ def choose_target_length(
     return fallback
 
 
-def monitor_coverage(groups: Sequence[RolloutGroup], thresholds: Sequence[int]) -> dict[str, dict[int, float]]:
+def monitor_coverage(
+    groups: Sequence[RolloutGroup], thresholds: Sequence[int]
+) -> dict[str, dict[int, float]]:
     """Per bucket, the fraction of all its rollouts with length ≤ ℓ for each threshold ℓ (LASER-D monitor)."""
     lengths: dict[str, list[int]] = {}
     for group in groups:
@@ -82,7 +89,9 @@ def update_monitor(state: RewardState, groups: Sequence[RolloutGroup], threshold
     """Record monitor statistics (rollouts per prompt n, coverage per bucket) from scored monitor groups."""
     sizes = {len(g) for g in groups}
     if len(sizes) != 1:
-        raise ValueError(f"update_monitor: every monitor prompt needs the same number of rollouts, got sizes {sorted(sizes)}")
+        raise ValueError(
+            f"update_monitor: every monitor prompt needs the same number of rollouts, got sizes {sorted(sizes)}"
+        )
     state.monitor_samples = sizes.pop()
     state.coverage = monitor_coverage(groups, thresholds)
 
@@ -101,11 +110,18 @@ def is_repetitive(ids: Sequence[int], ngram: int = 20, min_repeats: int = 3) -> 
 
 @register_reward("laser")
 def laser(
-    group: RolloutGroup, state: RewardState, *, target_length: int = 4096, alpha: float = 0.5, base: Base = "binary"
+    group: RolloutGroup,
+    state: RewardState,
+    *,
+    target_length: int = 4096,
+    alpha: float = 0.5,
+    base: Base = "binary",
 ) -> GroupScores:
     """LASER: ``r = C + α · 1[correct and L ≤ L_T]`` (defaults α = 0.5, L_T = 4096)."""
     scores = base_scores(group, base)
-    bonus = [alpha if ok and length <= target_length else 0.0 for ok, length in zip(group.correct, group.lengths)]
+    bonus = [
+        alpha if ok and length <= target_length else 0.0 for ok, length in zip(group.correct, group.lengths)
+    ]
     return {"reward": [s + b for s, b in zip(scores, bonus)], "correctness": scores, "length": bonus}
 
 
@@ -113,40 +129,66 @@ def _targets(groups: Sequence[RolloutGroup], state: RewardState, expected_correc
     batch_max = max(max(g.lengths) for g in groups)
     return {
         bucket: choose_target_length(
-            state.coverage.get(bucket, {}), bucket_capacity(bucket, state.monitor_samples), batch_max, expected_correct
+            state.coverage.get(bucket, {}),
+            bucket_capacity(bucket, state.monitor_samples),
+            batch_max,
+            expected_correct,
         )
         for bucket in BUCKETS
     }
 
 
 def _laser_d_scores(
-    groups: list[RolloutGroup], state: RewardState, alpha: float, base: Base, expected_correct: int, explore: bool,
-    ngram: int, min_repeats: int,
+    groups: list[RolloutGroup],
+    state: RewardState,
+    alpha: float,
+    base: Base,
+    expected_correct: int,
+    explore: bool,
+    ngram: int,
+    min_repeats: int,
 ) -> list[GroupScores]:
     targets = _targets(groups, state, expected_correct)
     out = []
     for group in groups:
         if explore and group.completion_ids is None:
-            raise ValueError(f"laser_de needs completion_ids for the repetition check (group {group.prompt_id!r})")
+            raise ValueError(
+                f"laser_de needs completion_ids for the repetition check (group {group.prompt_id!r})"
+            )
         target = targets[difficulty_bucket(group.accuracy)]
         scores = base_scores(group, base)
         bonus, exploration = [], []
         for i, (ok, length) in enumerate(zip(group.correct, group.lengths)):
             bonus.append(alpha if ok and length <= target else 0.0)
             explores = (
-                explore and not ok and group.well_formed(i) and length > target
+                explore
+                and not ok
+                and group.well_formed(i)
+                and length > target
                 and not is_repetitive(group.completion_ids[i], ngram, min_repeats)  # type: ignore[index]
             )
             exploration.append(alpha if explores else 0.0)
         total = [s + b + e for s, b, e in zip(scores, bonus, exploration)]
-        out.append({"reward": total, "correctness": scores, "length": bonus, "exploration": exploration,
-                    "target_length": [float(target)] * len(group)})
+        out.append(
+            {
+                "reward": total,
+                "correctness": scores,
+                "length": bonus,
+                "exploration": exploration,
+                "target_length": [float(target)] * len(group),
+            }
+        )
     return out
 
 
 @register_reward("laser_d", batch=True)
 def laser_d(
-    groups: list[RolloutGroup], state: RewardState, *, alpha: float = 0.5, base: Base = "binary", expected_correct: int = 1
+    groups: list[RolloutGroup],
+    state: RewardState,
+    *,
+    alpha: float = 0.5,
+    base: Base = "binary",
+    expected_correct: int = 1,
 ) -> list[GroupScores]:
     """LASER-D: LASER with a per-bucket target ``L_A(d)`` chosen from ``state.coverage`` (see :func:`update_monitor`).
 
@@ -157,8 +199,16 @@ def laser_d(
 
 @register_reward("laser_de", batch=True)
 def laser_de(
-    groups: list[RolloutGroup], state: RewardState, *, alpha: float = 0.5, base: Base = "binary",
-    expected_correct: int = 1, repetition_ngram: int = 20, repetition_min_repeats: int = 3,
+    groups: list[RolloutGroup],
+    state: RewardState,
+    *,
+    alpha: float = 0.5,
+    base: Base = "binary",
+    expected_correct: int = 1,
+    repetition_ngram: int = 20,
+    repetition_min_repeats: int = 3,
 ) -> list[GroupScores]:
     """LASER-DE: LASER-D plus ``+α`` for wrong, well-formed, non-repetitive responses longer than ``L_A(d)``."""
-    return _laser_d_scores(groups, state, alpha, base, expected_correct, True, repetition_ngram, repetition_min_repeats)
+    return _laser_d_scores(
+        groups, state, alpha, base, expected_correct, True, repetition_ngram, repetition_min_repeats
+    )

@@ -1,4 +1,4 @@
-""""Train Long, Think Short": triangular budget reward with a shrinking budget (Hammoud et al.,
+""" "Train Long, Think Short": triangular budget reward with a shrinking budget (Hammoud et al.,
 arXiv 2508.08940; SPEC §12).
 
 ``r = λ_c · 1[correct] + λ_ℓ · R_len(L; B(t)) + λ_f · format``, with the triangular
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from prefopt.online.rewards.base import GroupScores, RolloutGroup, register_reward
 from prefopt.online.types import RewardState
@@ -18,7 +19,9 @@ from prefopt.online.types import RewardState
 Schedule = Literal["constant", "exponential", "stepwise", "linear"]
 
 
-def triangular_length_reward(length: float, budget: float, shape: Literal["triangular", "band"] = "triangular") -> float:
+def triangular_length_reward(
+    length: float, budget: float, shape: Literal["triangular", "band"] = "triangular"
+) -> float:
     """``R_len(L; B)`` with ``R_max = 1``: rises to 1 at the budget (``band``: flat), falls to 0 at 2B."""
     if length <= budget:
         return 1.0 if shape == "band" else length / budget
@@ -88,9 +91,19 @@ def tlts(
             f"tlts: group {group.prompt_id!r} has no format_scores; pass them (tag_format_score) or set lambda_format=0"
         )
     t = state.step if clock == "step" else state.round
-    budget = budget_at(t, schedule, initial=initial, final=final, gamma=gamma, period=period, total=total, decays=decays)
+    budget = budget_at(
+        t, schedule, initial=initial, final=final, gamma=gamma, period=period, total=total, decays=decays
+    )
     correct = [float(c) for c in group.correct]
     length = [triangular_length_reward(n, budget, shape) for n in group.lengths]
     fmt = group.format_scores or [0.0] * len(group)
-    reward = [lambda_correct * c + lambda_length * r + lambda_format * f for c, r, f in zip(correct, length, fmt)]
-    return {"reward": reward, "correctness": correct, "length": length, "format": list(fmt), "budget": [budget] * len(group)}
+    reward = [
+        lambda_correct * c + lambda_length * r + lambda_format * f for c, r, f in zip(correct, length, fmt)
+    ]
+    return {
+        "reward": reward,
+        "correctness": correct,
+        "length": length,
+        "format": list(fmt),
+        "budget": [budget] * len(group),
+    }
