@@ -1,0 +1,261 @@
+"""``PreferenceTrainer``: a ``transformers.Trainer`` whose loss is any registered prefopt loss.
+
+``compute_loss`` runs :func:`prefopt.logps.pair_logps` (one concatenated forward for chosen and
+rejected) and the bound loss, and returns the mean of the per-example losses. Metrics use TRL's
+names plus length metrics; they are stored per step and averaged over the logging interval in
+:meth:`PreferenceTrainer.log` (the pattern TRL's trainers use), with an ``eval_`` prefix during
+evaluation.
+
+Reference log-probs, for losses that need them (``loss.requires_reference``):
+
+- ``"precomputed"`` (default): computed once before training by :mod:`prefopt.reference` and
+  cached on disk; no reference model stays in memory. The reference is ``ref_model`` if given,
+  else the initial policy (with PEFT adapters disabled for a PEFT model).
+- ``"live"``: ``ref_model`` (or a frozen copy of the initial policy) runs under ``no_grad`` every step.
+- ``"adapter_disabled"``: the PEFT policy with its adapters switched off, every step.
+
+Reference-free losses (SimPO) skip all of it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import datasets
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+from trl.trainer.utils import disable_dropout_in_model
+
+from prefopt.data import PairCollator, load_pairs, tokenize_pairs
+from prefopt.data.tokenize import Truncation
+from prefopt.logps import ADAPTER_DISABLED, pair_logps
+from prefopt.losses import LossFn, LossOutput, PairLogps
+from prefopt.reference import add_reference_logps
+
+ReferenceMode = Literal["precomputed", "live", "adapter_disabled"]
+REFERENCE_MODES: tuple[str, ...] = ("precomputed", "live", "adapter_disabled")
+
+
+@dataclass
+class PreferenceConfig(TrainingArguments):
+    """``TrainingArguments`` plus the preference-specific settings.
+
+    ``remove_unused_columns`` defaults to ``False``: the pair collator needs the token columns.
+    ``max_length`` / ``max_prompt_length`` / ``truncation`` apply only when raw (untokenized) pairs
+    are passed to :class:`PreferenceTrainer`.
+    """
+
+    remove_unused_columns: bool = False
+    max_length: int | None = field(default=1024, metadata={"help": "prompt + completion token budget (raw pairs)"})
+    max_prompt_length: int | None = field(default=512, metadata={"help": "prompt token budget (raw pairs)"})
+    truncation: str = field(default="error", metadata={"help": "error | drop | keep_start (raw pairs)"})
+    reference_batch_size: int = field(default=8, metadata={"help": "pairs per forward when precomputing the reference"})
+    reference_cache_dir: str | None = field(default=None, metadata={"help": "reference cache (default ~/.cache/prefopt)"})
+    logps_chunk_size: int | None = field(default=None, metadata={"help": "tokens per output-head chunk (None: automatic)"})
+    disable_dropout: bool = field(default=True, metadata={"help": "set every dropout probability to 0"})
+
+
+def _setting(args: TrainingArguments, name: str) -> Any:
+    """A :class:`PreferenceConfig` field of ``args``, or its default when ``args`` is plain ``TrainingArguments``."""
+    return getattr(args, name, PreferenceConfig.__dataclass_fields__[name].default)
+
+
+def _is_peft(model: nn.Module) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def resolve_reference(loss: LossFn, model: nn.Module, reference: str | None, ref_model: nn.Module | None) -> str | None:
+    """Validate the reference settings for ``loss`` and return the mode (``None``: reference-free)."""
+    if not loss.requires_reference:
+        if reference is not None or ref_model is not None:
+            raise ValueError(f"{loss!r} is reference-free; do not pass reference= or ref_model=")
+        return None
+    reference = reference or "precomputed"
+    if reference not in REFERENCE_MODES:
+        raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
+    if reference == "adapter_disabled":
+        if not _is_peft(model):
+            raise ValueError("reference='adapter_disabled' needs a PEFT model (peft.get_peft_model); "
+                             "use 'precomputed' or 'live' for full fine-tuning")
+        if ref_model is not None:
+            raise ValueError("reference='adapter_disabled' uses the policy's base model; do not pass ref_model")
+    return reference
+
+
+class PreferenceTrainer(Trainer):
+    """Preference optimization with any prefopt loss, on top of ``transformers.Trainer``.
+
+    Args:
+        model: the policy (a causal LM, optionally a ``peft.PeftModel``).
+        args: :class:`PreferenceConfig` (or plain ``TrainingArguments``; then the raw-pair
+            tokenization and reference defaults of ``PreferenceConfig`` apply).
+        loss: a bound loss from :func:`prefopt.losses.get_loss`.
+        train_dataset, eval_dataset: tokenized pairs (``prompt_ids``/``chosen_ids``/``rejected_ids``)
+            or raw pairs (``prompt``/``chosen``/``rejected``; validated and tokenized here).
+        processing_class: the tokenizer (pad id for batching; tokenization of raw pairs).
+        ref_model: a reference model for ``"precomputed"`` or ``"live"`` (default: the initial policy).
+        reference: ``"precomputed"`` (default), ``"live"`` or ``"adapter_disabled"``; must be left
+            ``None`` for reference-free losses.
+        data_collator: defaults to :class:`prefopt.data.PairCollator`.
+        **kwargs: passed to ``transformers.Trainer`` (``callbacks``, ``optimizers``, ...).
+    """
+
+    # compute_loss returns a per-micro-batch mean; Trainer divides it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        args: TrainingArguments | None = None,
+        *,
+        loss: LossFn,
+        train_dataset: datasets.Dataset | None = None,
+        eval_dataset: datasets.Dataset | dict[str, datasets.Dataset] | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        ref_model: nn.Module | None = None,
+        reference: ReferenceMode | None = None,
+        data_collator: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        args = args if args is not None else PreferenceConfig(output_dir="prefopt-output")
+        if args.remove_unused_columns:
+            raise ValueError("PreferenceTrainer needs remove_unused_columns=False (the collator reads token columns)")
+        if processing_class is None and data_collator is None:
+            raise ValueError("pass processing_class=<tokenizer> (or a data_collator)")
+        self.loss = loss
+        self.reference = resolve_reference(loss, model, reference, ref_model)
+        if _setting(args, "disable_dropout"):
+            disable_dropout_in_model(model)
+        train_dataset = self._prepare_pairs(train_dataset, processing_class, args, "train")
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: self._prepare_pairs(v, processing_class, args, k) for k, v in eval_dataset.items()}
+        else:
+            eval_dataset = self._prepare_pairs(eval_dataset, processing_class, args, "eval")
+        if data_collator is None:
+            pad = processing_class.pad_token_id if processing_class.pad_token_id is not None else processing_class.eos_token_id
+            data_collator = PairCollator(pad)
+        super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+        self.model_accepts_loss_kwargs = False
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.ref_model = self._setup_reference(ref_model)
+
+    @staticmethod
+    def _prepare_pairs(
+        dataset: datasets.Dataset | None, tokenizer: PreTrainedTokenizerBase | None, args: TrainingArguments, split: str
+    ) -> datasets.Dataset | None:
+        """Tokenized pairs pass through; raw pairs are validated (row-level errors) and tokenized."""
+        if dataset is None or "prompt_ids" in dataset.column_names:
+            return dataset
+        if tokenizer is None:
+            raise ValueError(f"{split} dataset is not tokenized (no 'prompt_ids'); pass processing_class=<tokenizer>")
+        truncation: Truncation = _setting(args, "truncation")
+        tokenized, _ = tokenize_pairs(
+            load_pairs(dataset), tokenizer, max_length=_setting(args, "max_length"),
+            max_prompt_length=_setting(args, "max_prompt_length"), truncation=truncation,
+        )
+        return tokenized
+
+    def _setup_reference(self, ref_model: nn.Module | None) -> nn.Module | None:
+        """Precompute the cached reference columns, or prepare the live reference model."""
+        if self.reference == "precomputed":
+            source = ref_model if ref_model is not None else self.model
+            disable = ref_model is None and _is_peft(self.model)
+            source.to(self.args.device)
+            with self.args.main_process_first(desc="reference log-probs"):
+                self.train_dataset = self._add_reference(self.train_dataset, source, disable)
+                if isinstance(self.eval_dataset, dict):
+                    self.eval_dataset = {k: self._add_reference(v, source, disable) for k, v in self.eval_dataset.items()}
+                else:
+                    self.eval_dataset = self._add_reference(self.eval_dataset, source, disable)
+            return None
+        if self.reference == "live":
+            if ref_model is None:
+                if _is_peft(self.model):
+                    raise ValueError("reference='live' with a PEFT policy: pass ref_model, or use 'adapter_disabled'")
+                ref_model = copy.deepcopy(self.model)
+            ref_model.eval().requires_grad_(False)
+            if _setting(self.args, "disable_dropout"):
+                disable_dropout_in_model(ref_model)
+            return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+        return None
+
+    def _add_reference(self, dataset: datasets.Dataset | None, model: nn.Module, disable_adapter: bool) -> datasets.Dataset | None:
+        if dataset is None:
+            return None
+        return add_reference_logps(
+            dataset, model, collator=self.data_collator, batch_size=_setting(self.args, "reference_batch_size"),
+            cache_dir=_setting(self.args, "reference_cache_dir"), disable_adapter=disable_adapter,
+            chunk_size=_setting(self.args, "logps_chunk_size"), progress=self.is_world_process_zero(),
+        )
+
+    def _reference_arg(self) -> nn.Module | str | None:
+        if self.reference == "live":
+            return self.ref_model
+        if self.reference == "adapter_disabled":
+            return ADAPTER_DISABLED
+        return None
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean per-example loss of the batch; stores the batch's metrics for :meth:`log`."""
+        logps = pair_logps(model, inputs, ref_model=self._reference_arg(), chunk_size=_setting(self.args, "logps_chunk_size"))
+        output = self.loss(logps)
+        loss = output.loss.mean()
+        self._store_metrics(logps, output, "train" if model.training else "eval")
+        if return_outputs:
+            return loss, {"chosen_rewards": output.chosen_rewards, "rejected_rewards": output.rejected_rewards}
+        return loss
+
+    def _store_metrics(self, logps: PairLogps, output: LossOutput, mode: str) -> None:
+        """Gather this step's per-pair metrics (and the loss's scalar metrics) from all processes; store the means."""
+        chosen, rejected = output.chosen_rewards.detach(), output.rejected_rewards.detach()
+        columns = {
+            "rewards/chosen": chosen,
+            "rewards/rejected": rejected,
+            "rewards/margins": chosen - rejected,
+            "rewards/accuracies": (chosen > rejected).float(),
+            "logps/chosen": (logps.chosen * logps.chosen_mask).sum(1).detach(),
+            "logps/rejected": (logps.rejected * logps.rejected_mask).sum(1).detach(),
+            "length/chosen": logps.chosen_mask.sum(1).float(),
+            "length/rejected": logps.rejected_mask.sum(1).float(),
+        }
+        table = torch.stack([v.float() for v in columns.values()], dim=1)
+        means = self.accelerator.gather_for_metrics(table).mean(0).tolist()
+        if output.metrics:
+            scalars = torch.tensor([float(v) for v in output.metrics.values()], device=chosen.device)
+            means += self.accelerator.gather(scalars[None]).reshape(-1, len(scalars)).mean(0).tolist()
+        for name, value in zip([*columns, *output.metrics], means):
+            self._metrics[mode][name].append(value)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the stored metrics, averaged over the steps since the last log, then clear them.
+
+        Evaluation logs are recognised by their ``<prefix>_runtime`` key (``eval_runtime`` by
+        default); their metrics get the same prefix (``eval_rewards/margins``).
+        """
+        prefix = next((k.removesuffix("_runtime") for k in logs if k.endswith("_runtime") and k != "train_runtime"), None)
+        mode = "train" if prefix is None else "eval"
+        metrics = {name: sum(values) / len(values) for name, values in self._metrics[mode].items() if values}
+        if prefix is not None:
+            metrics = {f"{prefix}_{name}": value for name, value in metrics.items()}
+        super().log({**logs, **metrics}, start_time)
+        self._metrics[mode].clear()
+
+    def prediction_step(
+        self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
+    ) -> tuple[torch.Tensor, None, None]:
+        """Evaluation step: the preference loss only (there are no labels, and logits are never built)."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
