@@ -295,3 +295,24 @@ def test_score_rollouts_groups_by_prompt_and_keeps_order():
 def test_group_validation_names_the_prompt():
     with pytest.raises(ValueError, match="'q9'"):
         RolloutGroup("q9", [1, 2], [True], ["stop", "stop"])
+
+
+def test_records_validate_and_name_the_problem():
+    with pytest.raises(ValueError, match="length=3 but it has 2 completion_ids"):
+        Rollout("p", 0, "Q", "x", [1, 2], 3, "stop")
+    with pytest.raises(ValueError, match="finish_reason"):
+        Rollout("p", 0, "Q", "x", [1], 1, "eos")
+    with pytest.raises(ValueError, match=r"rollouts.jsonl row 4: .*missing field\(s\) \['finish_reason'\]"):
+        Rollout.from_dict(
+            {
+                "prompt_id": "p",
+                "sample_index": 0,
+                "prompt": "Q",
+                "completion": "x",
+                "completion_ids": [1],
+                "length": 1,
+            },
+            where="rollouts.jsonl row 4",
+        )
+    state = RewardState(round=2, step=40, monitor_samples=8, coverage={"high": {4096: 0.25}})
+    assert RewardState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
