@@ -54,7 +54,7 @@ def ld_aggregate(
     def split(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         position = torch.arange(logps.shape[-1], device=logps.device).unsqueeze(0)
         in_shared = position < shared.unsqueeze(-1)
-        weight = torch.where(in_shared, 1.0, alpha).to(logps.dtype)
+        weight = torch.where(in_shared, 1.0, logps.new_tensor(alpha))
         return aggregate(logps * weight, mask, "sum")
 
     return split(chosen, chosen_mask), split(rejected, rejected_mask)

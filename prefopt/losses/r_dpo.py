@@ -33,6 +33,6 @@ def r_dpo(batch: PairLogps, *, beta: float = 0.1, alpha: float = 0.05) -> LossOu
     check_positive("r_dpo", beta=beta)
     check_non_negative("r_dpo", alpha=alpha)
     scores = logratios(batch, "sum")
-    length_gap = lengths(batch.chosen_mask) - lengths(batch.rejected_mask)
+    length_gap = (lengths(batch.chosen_mask) - lengths(batch.rejected_mask)).to(batch.chosen.dtype)
     logits = beta * (scores.chosen_logratios - scores.rejected_logratios) + alpha * length_gap
     return finish_logratios(batch, sigmoid_loss(logits), scores, beta)
