@@ -13,7 +13,8 @@ math-verify's own SIGALRM timeout only works in a main thread. So every check ru
 worker *process* (``python -c ...``, JSON lines over pipes, no pickle), one item at a time with a
 wall-clock deadline; on a deadline the worker is killed, the item is recorded as
 ``status="timeout"`` (incorrect), and a pre-started spare worker takes over at once. A parse failure
-or an exception in a check is ``"parse_error"`` / ``"error"``, also incorrect; nothing raises.
+or an exception in a check is ``"parse_error"`` / ``"error"``, also incorrect; only a worker that
+cannot start at all (a setup error) raises :class:`VerifierStartupError`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -166,11 +168,16 @@ def _worker_main() -> None:
 
 
 # ----------------------------------------------------------------------------------- the worker
+class VerifierStartupError(RuntimeError):
+    """A worker could not start (e.g. a registered check cannot be imported): a setup error, raised."""
+
+
 class _Worker:
     """One verification process; ``call`` returns ``None`` when the deadline passes."""
 
     def __init__(self, config: dict) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 — closed in close(); read only to explain a failed start
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -180,11 +187,15 @@ class _Worker:
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self._stderr,
             env=env,
         )
         self._buffer = b""
         self._ready = False
+
+    def _stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace").strip()[-1500:]
 
     def _read_line(self, timeout: float) -> bytes | None:
         deadline = time.monotonic() + timeout
@@ -202,8 +213,12 @@ class _Worker:
 
     def call(self, completion: str, gold: str, timeout: float) -> VerifyResult | None:
         if not self._ready:
-            if self._read_line(_STARTUP_TIMEOUT_S) is None:
-                raise RuntimeError(f"verifier worker did not start within {_STARTUP_TIMEOUT_S:.0f} s")
+            try:
+                started = self._read_line(_STARTUP_TIMEOUT_S) is not None
+            except RuntimeError as exc:
+                raise VerifierStartupError(f"{exc}; its stderr:\n{self._stderr_tail()}") from exc
+            if not started:
+                raise VerifierStartupError(f"verifier worker did not start within {_STARTUP_TIMEOUT_S:.0f} s")
             self._ready = True
         self.proc.stdin.write((json.dumps({"completion": completion, "gold": gold}) + "\n").encode())
         self.proc.stdin.flush()
@@ -214,7 +229,7 @@ class _Worker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
+        for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
             stream.close()
 
 
@@ -260,6 +275,9 @@ class IsolatedVerifier:
         """Verify one completion; a timeout, parse failure or crash yields an incorrect result with its status."""
         try:
             result = self._active().call(completion, gold, self.timeout)
+        except VerifierStartupError:
+            self.close()
+            raise
         except (RuntimeError, OSError) as exc:
             self._discard_worker()
             logger.warning("verifier worker failed (%s); restarted", exc)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from prefopt.online.verifier import (
+    VerifierStartupError,
     available_verifiers,
     extract_answer,
     extract_gold,
@@ -169,6 +170,21 @@ def test_registered_callable_runs_under_the_time_limit():
     assert "bad row" in results[3].detail
     assert "restarted" in results[4].detail and "interrupted" in results[2].detail
     assert elapsed < 2 * LIMIT + 3 * OVERHEAD
+
+
+def unimportable_check(completion: str, gold: str) -> bool:
+    """Registered below under a module name the worker cannot import."""
+    return True
+
+
+unimportable_check.__module__ = "no_such_module_for_prefopt_tests"
+
+
+def test_a_worker_that_cannot_start_raises_with_its_stderr():
+    register_verifier("unimportable")(unimportable_check)
+    verifier = get_verifier("unimportable", timeout=LIMIT)
+    with pytest.raises(VerifierStartupError, match="No module named 'no_such_module_for_prefopt_tests'"):
+        verifier.verify("a", "b")
 
 
 def test_registry_errors_are_explicit():
