@@ -177,7 +177,8 @@ class _Worker:
 
     def __init__(self, config: dict) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 — closed in close(); read only to explain a failed start
+        # closed in close(); read back only to explain a worker that failed to start
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 sys.executable,
