@@ -284,7 +284,10 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             message = f"unknown key; valid keys here: {', '.join(_valid_keys(section))}"
         elif problem["type"] == "literal_error":
             message = message.replace("Input should be", "must be one of")
-        lines.append(f"  {where}: {message}")
+        if message.startswith(tuple(f"{section}." for section in Recipe.model_fields)):
+            lines.append(f"  {message}")  # the message already names its key (cross-field checks)
+        else:
+            lines.append(f"  {where}: {message}")
     return "\n".join(lines)
 
 

@@ -1,9 +1,12 @@
 """Shared fixtures: a tiny byte-level tokenizer with a ChatML template and a tiny random Llama.
 
-Everything is built in-process (no hub, no files), so the default suite stays fast.
+Everything is built in-process (no hub), so the default suite stays fast; ``tiny_model_dir`` saves
+one copy to a temporary directory for code that loads models by path (recipes, commands).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,3 +63,17 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 @pytest.fixture()
 def tiny_model(tiny_tokenizer) -> LlamaForCausalLM:
     return make_tiny_model(tiny_tokenizer)
+
+
+def save_tiny_model(path: str | Path, seed: int = 0) -> str:
+    """Save the tiny model and its tokenizer to ``path`` (so recipes and commands can load it by path)."""
+    tokenizer = make_tiny_tokenizer()
+    make_tiny_model(tokenizer, seed=seed).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A saved tiny model + tokenizer directory, shared by the tests of one session (treat as read-only)."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny")

@@ -9,11 +9,13 @@ final model or adapter (safetensors), the tokenizer, the resolved recipe and the
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
+import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -72,6 +74,16 @@ def build_dataset(config: DataConfig, tokenizer: PreTrainedTokenizerBase, split:
     return tokenized
 
 
+def processes_without_accelerator() -> bool:
+    """Whether this is one of several launched processes (``accelerate launch``/``torchrun``) with no accelerator.
+
+    ``transformers`` then finds no device backend and, unless told ``use_cpu``, silently runs every
+    process as an independent single-process job; with ``use_cpu`` the processes train together
+    over gloo (CPU data parallelism, as in docs/distributed.md).
+    """
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
+
+
 def training_arguments(recipe: Recipe) -> PreferenceConfig:
     """Map the recipe's optim/train/logging/loss settings onto :class:`PreferenceConfig`."""
     optim, run, log, loss = recipe.optim, recipe.train, recipe.logging, recipe.loss
@@ -104,6 +116,7 @@ def training_arguments(recipe: Recipe) -> PreferenceConfig:
         reference_batch_size=loss.reference_batch_size,
         reference_cache_dir=loss.reference_cache_dir,
         logps_chunk_size=run.logps_chunk_size,
+        use_cpu=processes_without_accelerator(),
     )
 
 
