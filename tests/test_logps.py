@@ -217,3 +217,19 @@ def test_pair_logps_rejects_odd_batches_and_unknown_reference(tiny_tokenizer):
         pair_logps(model, {"input_ids": ids, "attention_mask": attn, "completion_mask": comp})
     with pytest.raises(ValueError, match="adapter_disabled"):
         pair_logps(model, pair_batch(model, tiny_tokenizer), ref_model="frozen")
+
+
+def test_chunked_under_autocast_is_as_accurate_as_naive(tiny_tokenizer):
+    """bf16 autocast: the backward recomputes logits under the forward's autocast state, so values match
+    the naive autocast computation and gradients are at least as close to the fp32 ones."""
+    model = make_tiny_model(tiny_tokenizer)
+    batch = make_batch(model.config.vocab_size, PROMPTS, COMPLETIONS, seed=5)
+    _, _, exact = grads_of(model, naive_logps, *batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref, _, ref_grads = grads_of(model, naive_logps, *batch)
+        got, _, got_grads = grads_of(model, lambda m, *a: completion_logps(m, *a, chunk_size=3, method="chunked"), *batch)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+    for name in exact:
+        naive_error = (ref_grads[name] - exact[name]).abs().max()
+        chunked_error = (got_grads[name] - exact[name]).abs().max()
+        assert chunked_error <= naive_error * 1.05 + 1e-6, name
