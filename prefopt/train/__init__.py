@@ -9,7 +9,7 @@ Plain Python::
 From a recipe: ``train(load_recipe("recipes/cpu/dpo.yaml"))``. See docs/trainer.md.
 """
 
-from prefopt.train.run import TrainResult, build_dataset, build_model, train, training_arguments
+from prefopt.train.run import TrainResult, add_lora, build_dataset, build_model, train, training_arguments
 from prefopt.train.trainer import REFERENCE_MODES, PreferenceConfig, PreferenceTrainer
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "PreferenceConfig",
     "PreferenceTrainer",
     "TrainResult",
+    "add_lora",
     "build_dataset",
     "build_model",
     "train",

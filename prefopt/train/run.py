@@ -51,6 +51,11 @@ def build_model(config: ModelConfig) -> PreTrainedModel | nn.Module:
                                           bnb_4bit_compute_dtype="bfloat16")
     model = load_model(config.name_or_path, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
                        attn_implementation=config.attn_implementation, quantization=quantization)
+    return add_lora(model, config)
+
+
+def add_lora(model: PreTrainedModel, config: ModelConfig) -> PreTrainedModel | nn.Module:
+    """Wrap ``model`` with fresh LoRA adapters as ``config.lora`` says (unchanged when it is ``None``)."""
     if config.lora is None:
         return model
     import peft
