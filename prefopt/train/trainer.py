@@ -241,14 +241,16 @@ class PreferenceTrainer(Trainer):
         """Add the stored metrics, averaged over the steps since the last log, then clear them.
 
         Evaluation logs are recognised by their ``<prefix>_runtime`` key (``eval_runtime`` by
-        default); their metrics get the same prefix (``eval_rewards/margins``).
+        default); their metrics get the same prefix (``eval_rewards/margins``). ``logs`` is updated
+        in place, so :meth:`evaluate` returns these metrics too (as TRL's trainers do).
         """
         prefix = next((k.removesuffix("_runtime") for k in logs if k.endswith("_runtime") and k != "train_runtime"), None)
         mode = "train" if prefix is None else "eval"
         metrics = {name: sum(values) / len(values) for name, values in self._metrics[mode].items() if values}
         if prefix is not None:
             metrics = {f"{prefix}_{name}": value for name, value in metrics.items()}
-        super().log({**logs, **metrics}, start_time)
+        logs.update(metrics)
+        super().log(logs, start_time)
         self._metrics[mode].clear()
 
     def prediction_step(
