@@ -13,6 +13,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output pairs: .jsonl (default) or .parquet, written atomically")
     parser.add_argument("--format", default="auto", choices=("auto", *FORMATS), help="format of --pairs (default: auto)")
     parser.add_argument("--limit", type=int, help="use only the first N rows of the input")
+    parser.add_argument("--drop-invalid", action="store_true", help="drop invalid --pairs rows (e.g. an empty completion) instead of failing")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
     parser.add_argument("--dtype", default="float32", help="model dtype: float32 (default), bfloat16, float16, auto")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub (off by default)")
@@ -69,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _pairs(args: argparse.Namespace):
     from prefopt.data import load_pairs
 
-    pairs = load_pairs(args.pairs, format=args.format)
+    pairs = load_pairs(args.pairs, format=args.format, drop_invalid=args.drop_invalid)
     pairs = pairs.select(range(min(args.limit, len(pairs)))) if args.limit else pairs
     return pairs.remove_columns([c for c in ("source_file", "source_row") if c in pairs.column_names])
 

@@ -77,3 +77,19 @@ def test_treg_writes_rewards_the_data_pipeline_accepts(tmp_path, model_dirs):
     tokenized, _ = tokenize_pairs(load_pairs(out), load_tokenizer(strong))
     assert len(tokenized) == 2
     assert [len(r) for r in tokenized["chosen_token_rewards"]] == [len(r) for r in tokenized["chosen_ids"]]
+
+
+def test_invalid_pairs_fail_unless_dropped(tmp_path, model_dirs):
+    from prefopt.data import DataValidationError
+
+    strong, weak = model_dirs
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": "Q1?", "chosen": "Yes.", "rejected": "No."},
+        {"prompt": "Q2?", "chosen": "", "rejected": "No."},
+    ])
+    out = tmp_path / "relabel.jsonl"
+    argv = ["cdr", "--strong", strong, "--weak", weak, "--pairs", pairs, "--out", str(out), "--no-progress"]
+    with pytest.raises(DataValidationError, match="row 2"):
+        run(argv)
+    assert run([*argv, "--drop-invalid"]) == 0
+    assert json.loads((tmp_path / "relabel.report.json").read_text())["n_pairs"] == 1
