@@ -15,7 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_python_m_prefopt_help():
-    result = subprocess.run([sys.executable, "-m", "prefopt", "--help"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "prefopt", "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: prefopt")
     for name in COMMANDS:
@@ -31,7 +38,12 @@ def test_train_help_names_the_recipe_docs(capsys):
 
 
 def test_dry_run_prints_the_resolved_recipe(capsys):
-    assert main(["train", str(REPO / "recipes/cpu/dpo.yaml"), "--dry-run", "train.max_steps=3", "model.lora=null"]) == 0
+    assert (
+        main(
+            ["train", str(REPO / "recipes/cpu/dpo.yaml"), "--dry-run", "train.max_steps=3", "model.lora=null"]
+        )
+        == 0
+    )
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["train"]["max_steps"] == 3 and resolved["model"]["lora"] is None
     assert resolved["loss"]["reference"] == "precomputed" and resolved["loss"]["beta"] == 0.1
@@ -40,10 +52,16 @@ def test_dry_run_prints_the_resolved_recipe(capsys):
 
 def test_bad_recipe_exits_2_with_one_paragraph(tmp_path, capsys):
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "model": {"name_or_path": "m"}, "data": {"train": "p.jsonl"}, "loss": {"name": "simpo", "reference": "live"},
-        "train": {"output_dir": "o", "max_stpes": 3},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name_or_path": "m"},
+                "data": {"train": "p.jsonl"},
+                "loss": {"name": "simpo", "reference": "live"},
+                "train": {"output_dir": "o", "max_stpes": 3},
+            }
+        )
+    )
     assert main(["train", str(recipe)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -58,7 +76,10 @@ def test_bad_override_and_missing_file_exit_2(tmp_path, capsys):
     assert main(["train", str(REPO / "recipes/cpu/dpo.yaml"), "train.max_steps"]) == 2
     assert "override 'train.max_steps' is not of the form section.key=value" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "nope.yaml")]) == 2
-    assert capsys.readouterr().err.strip() == f"prefopt train: error: {tmp_path / 'nope.yaml'}: no such recipe file"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"prefopt train: error: {tmp_path / 'nope.yaml'}: no such recipe file"
+    )
 
 
 def test_debug_shows_the_traceback(tmp_path):

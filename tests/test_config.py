@@ -35,16 +35,23 @@ def test_valid_recipe_fills_defaults(recipe_file):
     assert recipe.loss.hparams == {"beta": 0.1}
     assert recipe.optim.scheduler == "cosine" and recipe.train.batch_size == 2
     assert yaml.safe_load(recipe.to_yaml())["loss"] == {
-        "name": "dpo", "reference": "precomputed", "reference_model": None, "reference_batch_size": 8,
-        "reference_cache_dir": None, "beta": 0.1,
+        "name": "dpo",
+        "reference": "precomputed",
+        "reference_model": None,
+        "reference_batch_size": 8,
+        "reference_cache_dir": None,
+        "beta": 0.1,
     }
 
 
-@pytest.mark.parametrize(("override", "where", "valid"), [
-    ("trian.max_steps=3", "trian", "model, data, loss, optim, train, logging"),
-    ("train.max_step=3", "train.max_step", "output_dir, epochs, max_steps"),
-    ("model.lora.rank=4", "model.lora.rank", "r, alpha, dropout, target_modules, modules_to_save"),
-])
+@pytest.mark.parametrize(
+    ("override", "where", "valid"),
+    [
+        ("trian.max_steps=3", "trian", "model, data, loss, optim, train, logging"),
+        ("train.max_step=3", "train.max_step", "output_dir, epochs, max_steps"),
+        ("model.lora.rank=4", "model.lora.rank", "r, alpha, dropout, target_modules, modules_to_save"),
+    ],
+)
 def test_unknown_keys_name_the_valid_ones(recipe_file, override, where, valid):
     message = error_of(recipe_file, override)
     assert message.startswith(f"{recipe_file}: invalid recipe:")
@@ -57,10 +64,14 @@ def test_unknown_loss_hyperparameter_lists_the_valid_ones(recipe_file):
 
 
 def test_unknown_loss_name_lists_registered_losses(recipe_file):
-    assert "unknown loss 'dpoo'; registered losses: dpo, ipo, ld_dpo" in error_of(recipe_file, "loss.name=dpoo")
+    assert "unknown loss 'dpoo'; registered losses: dpo, ipo, ld_dpo" in error_of(
+        recipe_file, "loss.name=dpoo"
+    )
 
 
-@pytest.mark.parametrize("option", ["reference=live", "reference_model=other/model", "reference_cache_dir=cache"])
+@pytest.mark.parametrize(
+    "option", ["reference=live", "reference_model=other/model", "reference_cache_dir=cache"]
+)
 def test_reference_free_loss_rejects_reference_options(recipe_file, option):
     message = error_of(recipe_file, "loss.name=simpo", "loss.beta=2.5", f"loss.{option}")
     key = option.partition("=")[0]
@@ -80,7 +91,10 @@ def test_ld_alpha_outside_unit_interval(recipe_file, alpha):
 
 def test_ld_alpha_bounds_are_valid(recipe_file):
     for alpha in (0, 1):
-        assert load_recipe(recipe_file, ["loss.name=ld_dpo", f"loss.ld_alpha={alpha}"]).loss.hparams["ld_alpha"] == alpha
+        assert (
+            load_recipe(recipe_file, ["loss.name=ld_dpo", f"loss.ld_alpha={alpha}"]).loss.hparams["ld_alpha"]
+            == alpha
+        )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="QLoRA is allowed where CUDA is available")
@@ -97,7 +111,10 @@ def test_qlora_needs_lora(recipe_file):
 def test_adapter_disabled_needs_lora(recipe_file):
     assert load_recipe(recipe_file, ["loss.reference=adapter_disabled"]).loss.reference == "adapter_disabled"
     message = error_of(recipe_file, "loss.reference=adapter_disabled", "model.lora=null")
-    assert "  loss.reference=adapter_disabled uses the policy with its LoRA adapters switched off, but model.lora is not set" in message
+    assert (
+        "  loss.reference=adapter_disabled uses the policy with its LoRA adapters switched off, but model.lora is not set"
+        in message
+    )
 
 
 def test_adapter_disabled_rejects_a_reference_model(recipe_file):
@@ -109,7 +126,9 @@ def test_other_cross_field_checks(recipe_file):
     assert "train.eval_steps is set but data.eval is not" in error_of(recipe_file, "train.eval_steps=5")
     message = error_of(recipe_file, "data.max_length=64", "data.max_prompt_length=64")
     assert "data.max_prompt_length=64 leaves no room for the completion within data.max_length=64" in message
-    assert "optim.scheduler: must be one of 'linear', 'cosine'" in error_of(recipe_file, "optim.scheduler=cosin")
+    assert "optim.scheduler: must be one of 'linear', 'cosine'" in error_of(
+        recipe_file, "optim.scheduler=cosin"
+    )
     assert "train.batch_size: Input should be greater than 0" in error_of(recipe_file, "train.batch_size=0")
 
 
@@ -119,12 +138,21 @@ def test_every_problem_is_reported_at_once(recipe_file):
 
 
 def test_overrides_parse_yaml_values(recipe_file):
-    recipe = load_recipe(recipe_file, [
-        "train.max_steps=2", "loss.beta=0.2", "model.lora.target_modules=[q_proj, v_proj]", "logging.report_to=[tensorboard]",
-        "train.resume=true", "data.eval=eval.jsonl",
-    ])
+    recipe = load_recipe(
+        recipe_file,
+        [
+            "train.max_steps=2",
+            "loss.beta=0.2",
+            "model.lora.target_modules=[q_proj, v_proj]",
+            "logging.report_to=[tensorboard]",
+            "train.resume=true",
+            "data.eval=eval.jsonl",
+        ],
+    )
     assert recipe.train.max_steps == 2 and recipe.loss.hparams == {"beta": 0.2}
-    assert recipe.model.lora.target_modules == ["q_proj", "v_proj"] and recipe.logging.report_to == ["tensorboard"]
+    assert recipe.model.lora.target_modules == ["q_proj", "v_proj"] and recipe.logging.report_to == [
+        "tensorboard"
+    ]
     assert recipe.train.resume is True and recipe.data.eval == "eval.jsonl"
 
 
@@ -134,13 +162,16 @@ def test_override_null_removes_a_section_and_creates_missing_ones(recipe_file):
     assert recipe.model.lora.r == 4 and recipe.model.lora.alpha == 32
 
 
-@pytest.mark.parametrize(("override", "expected"), [
-    ("train", "override 'train' is not of the form section.key=value"),
-    ("=3", "override '=3' is not of the form section.key=value"),
-    ("train..max_steps=3", "is not of the form section.key=value"),
-    ("model.name_or_path.revision=main", "model.name_or_path is a value, not a section"),
-    ("loss.beta=[0.1", "the value is not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train", "override 'train' is not of the form section.key=value"),
+        ("=3", "override '=3' is not of the form section.key=value"),
+        ("train..max_steps=3", "is not of the form section.key=value"),
+        ("model.name_or_path.revision=main", "model.name_or_path is a value, not a section"),
+        ("loss.beta=[0.1", "the value is not valid YAML"),
+    ],
+)
 def test_bad_overrides_name_the_file(recipe_file, override, expected):
     message = error_of(recipe_file, override)
     assert message.startswith(f"{recipe_file}: ") and expected in message

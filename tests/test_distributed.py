@@ -27,27 +27,61 @@ def free_port() -> int:
 def test_accelerate_launch_two_cpu_processes(tmp_path):
     model_dir = save_tiny_model(tmp_path / "tiny")
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(
-        json.dumps({"prompt": f"What is {i} + {i}?", "chosen": f"{2 * i}", "rejected": f"I think it is {2 * i + 1}."}) + "\n"
-        for i in range(PAIRS)))
+    pairs.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": f"What is {i} + {i}?",
+                    "chosen": f"{2 * i}",
+                    "rejected": f"I think it is {2 * i + 1}.",
+                }
+            )
+            + "\n"
+            for i in range(PAIRS)
+        )
+    )
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "model": {"name_or_path": model_dir},
-        "data": {"train": str(pairs)},
-        "loss": {"name": "dpo", "beta": 0.1, "reference_cache_dir": str(tmp_path / "reference-cache")},
-        "optim": {"lr": 1e-3},
-        "train": {"output_dir": str(tmp_path / "out"), "max_steps": STEPS, "batch_size": BATCH},
-        "logging": {"logging_steps": 1},
-    }))
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "recipes/accelerate/multi_cpu.yaml"),
-               "--num_processes", str(PROCESSES), "--main_process_port", str(free_port()),
-               "-m", "prefopt", "train", str(recipe)]
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name_or_path": model_dir},
+                "data": {"train": str(pairs)},
+                "loss": {
+                    "name": "dpo",
+                    "beta": 0.1,
+                    "reference_cache_dir": str(tmp_path / "reference-cache"),
+                },
+                "optim": {"lr": 1e-3},
+                "train": {"output_dir": str(tmp_path / "out"), "max_steps": STEPS, "batch_size": BATCH},
+                "logging": {"logging_steps": 1},
+            }
+        )
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "recipes/accelerate/multi_cpu.yaml"),
+        "--num_processes",
+        str(PROCESSES),
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "prefopt",
+        "train",
+        str(recipe),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        command, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
     assert result.returncode == 0, result.stderr[-4000:]
 
     out = tmp_path / "out"
-    assert {"model.safetensors", "tokenizer.json", "recipe.yaml", "trainer_state.json"} <= {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "tokenizer.json", "recipe.yaml", "trainer_state.json"} <= {
+        p.name for p in out.iterdir()
+    }
     state = json.loads((out / "trainer_state.json").read_text())
     # each step consumed BATCH pairs on each of the PROCESSES ranks: a single process would be at half this epoch
     assert state["global_step"] == STEPS

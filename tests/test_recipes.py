@@ -31,7 +31,9 @@ def test_recipes_are_found():
 @pytest.mark.parametrize("path", ALL, ids=rel)
 def test_recipe_validates(path):
     header = path.read_text().splitlines()[0]
-    assert header.startswith("# "), f"{rel(path)}: start with a header comment saying what it is and how to launch it"
+    assert header.startswith("# "), (
+        f"{rel(path)}: start with a header comment saying what it is and how to launch it"
+    )
     if ROUNDS_KEY in yaml.safe_load(path.read_text()):
         from prefopt.online.config import load_rounds_recipe
 
@@ -63,18 +65,40 @@ def smoke_pairs(recipe_path: Path, tmp_path: Path, model_dir: str) -> str:
     if not needs_token_rewards:
         return str(subset)
     annotated = tmp_path / "pairs.treg.jsonl"
-    assert main(["annotate", "treg", "--model", model_dir, "--pairs", str(subset), "--out", str(annotated), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "annotate",
+                "treg",
+                "--model",
+                model_dir,
+                "--pairs",
+                str(subset),
+                "--out",
+                str(annotated),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return str(annotated)
 
 
 @pytest.mark.parametrize("path", CPU, ids=rel)
 def test_cpu_recipe_trains_one_step_on_the_tiny_model(path, tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("PREFOPT_CACHE", str(tmp_path / "cache"))  # the reference cache
-    overrides = [f"model.name_or_path={tiny_model_dir}", f"data.train={smoke_pairs(path, tmp_path, tiny_model_dir)}",
-                 f"train.output_dir={tmp_path / 'out'}", "train.max_steps=1",
-                 # one token per byte: the tiny tokenizer needs about twice SmolLM2's budget for these prompts
-                 "data.max_length=512", "data.max_prompt_length=256"]
+    overrides = [
+        f"model.name_or_path={tiny_model_dir}",
+        f"data.train={smoke_pairs(path, tmp_path, tiny_model_dir)}",
+        f"train.output_dir={tmp_path / 'out'}",
+        "train.max_steps=1",
+        # one token per byte: the tiny tokenizer needs about twice SmolLM2's budget for these prompts
+        "data.max_length=512",
+        "data.max_prompt_length=256",
+    ]
     result = train(load_recipe(path, overrides))
     assert result.global_step == 1 and result.metrics["train_loss"] == result.metrics["train_loss"]  # not NaN
     assert (tmp_path / "out/recipe.yaml").is_file()
-    assert (tmp_path / "out/adapter_model.safetensors").is_file() or (tmp_path / "out/model.safetensors").is_file()
+    assert (tmp_path / "out/adapter_model.safetensors").is_file() or (
+        tmp_path / "out/model.safetensors"
+    ).is_file()

@@ -43,14 +43,16 @@ class TrainResult:
 
 def build_model(config: ModelConfig) -> PreTrainedModel | nn.Module:
     """Load the policy; wrap it with LoRA adapters (on a 4-bit base for QLoRA) when configured."""
-    quantization = None
+    quantization = device_map = None
     if config.qlora:
         from transformers import BitsAndBytesConfig  # needs bitsandbytes: pip install 'prefopt[gpu]'
 
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                           bnb_4bit_compute_dtype="bfloat16")
+        # 4-bit weights cannot be moved after loading: put each process's copy on its own GPU (DDP)
+        device_map = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     model = load_model(config.name_or_path, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                       attn_implementation=config.attn_implementation, quantization=quantization)
+                       attn_implementation=config.attn_implementation, quantization=quantization, device_map=device_map)
     return add_lora(model, config)
 
 
@@ -112,7 +114,7 @@ def training_arguments(recipe: Recipe) -> PreferenceConfig:
         save_total_limit=run.save_total_limit,
         eval_strategy=("steps" if run.eval_steps else "epoch") if has_eval else "no",
         eval_steps=run.eval_steps,
-        gradient_checkpointing=run.gradient_checkpointing,
+        activation_checkpointing=run.gradient_checkpointing,
         bf16=run.bf16,
         dataloader_num_workers=run.dataloader_num_workers,
         logging_steps=log.logging_steps,

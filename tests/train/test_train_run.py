@@ -24,10 +24,20 @@ def recipe_file(tmp_path, model_dir: str, **sections) -> str:
     tmp_path.mkdir(parents=True, exist_ok=True)
     raw = {
         "model": {"name_or_path": model_dir},
-        "data": {"train": write_pairs(tmp_path / "pairs.jsonl", n=12), "max_length": 256, "max_prompt_length": 64},
+        "data": {
+            "train": write_pairs(tmp_path / "pairs.jsonl", n=12),
+            "max_length": 256,
+            "max_prompt_length": 64,
+        },
         "loss": {"name": "dpo", "beta": 0.1, "reference_cache_dir": str(tmp_path / "reference-cache")},
         "optim": {"lr": 1e-2, "warmup_ratio": 0.25, "scheduler": "cosine"},
-        "train": {"output_dir": str(tmp_path / "out"), "max_steps": STEPS, "batch_size": 2, "grad_accum": 2, "seed": 3},
+        "train": {
+            "output_dir": str(tmp_path / "out"),
+            "max_steps": STEPS,
+            "batch_size": 2,
+            "grad_accum": 2,
+            "seed": 3,
+        },
         "logging": {"logging_steps": 1},
     }
     for name, values in sections.items():
@@ -68,7 +78,12 @@ def test_resume_from_checkpoint_gives_identical_parameters(tmp_path, tiny_model_
     assert resumed.global_step == STEPS
     torch.testing.assert_close(parameters(resumed.model), parameters(straight.model), rtol=1e-6, atol=1e-7)
     state = json.loads((tmp_path / "b/out/trainer_state.json").read_text())
-    assert state["global_step"] == STEPS and [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
+    assert state["global_step"] == STEPS and [e["step"] for e in state["log_history"] if "loss" in e] == [
+        1,
+        2,
+        3,
+        4,
+    ]
 
 
 def test_resume_names_a_missing_checkpoint(tmp_path, tiny_model_dir):
@@ -79,12 +94,22 @@ def test_resume_names_a_missing_checkpoint(tmp_path, tiny_model_dir):
 
 def test_prefopt_train_lora_end_to_end(tmp_path, tiny_model_dir, capsys):
     """The CLI trains LoRA adapters with the adapter-disabled reference and saves them as safetensors."""
-    path = recipe_file(tmp_path, tiny_model_dir, model={"lora": {"r": 4, "alpha": 8}}, loss={"reference_cache_dir": None})
-    assert main(["train", path, "loss.reference=adapter_disabled", "train.max_steps=2", "train.save_steps=1"]) == 0
+    path = recipe_file(
+        tmp_path, tiny_model_dir, model={"lora": {"r": 4, "alpha": 8}}, loss={"reference_cache_dir": None}
+    )
+    assert (
+        main(["train", path, "loss.reference=adapter_disabled", "train.max_steps=2", "train.save_steps=1"])
+        == 0
+    )
     out = tmp_path / "out"
     assert "prefopt train: 2 steps; model, tokenizer and recipe saved to" in capsys.readouterr().out
-    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "recipe.yaml", "all_results.json"} <= {
-        p.name for p in out.iterdir()}
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "recipe.yaml",
+        "all_results.json",
+    } <= {p.name for p in out.iterdir()}
     assert not (out / "model.safetensors").exists()  # only the adapter, not a full copy of the base model
     assert (out / "checkpoint-2/adapter_model.safetensors").is_file()
     assert yaml.safe_load((out / "recipe.yaml").read_text())["loss"]["reference"] == "adapter_disabled"

@@ -11,7 +11,14 @@ from transformers import TrainerCallback
 
 from prefopt.train import PreferenceConfig
 
-TRL_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
+TRL_METRICS = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+)
 LENGTH_METRICS = ("length/chosen", "length/rejected")
 
 
@@ -21,7 +28,12 @@ def raw_pairs(n: int = 8) -> list[dict[str, Any]]:
         {
             "prompt": [{"role": "user", "content": f"What is {i} + {i}?"}],
             "chosen": [{"role": "assistant", "content": f"{2 * i}"}],
-            "rejected": [{"role": "assistant", "content": "Let me think step by step. " * (1 + i % 3) + f"It is {2 * i + 1}."}],
+            "rejected": [
+                {
+                    "role": "assistant",
+                    "content": "Let me think step by step. " * (1 + i % 3) + f"It is {2 * i + 1}.",
+                }
+            ],
         }
         for i in range(n)
     ]
@@ -40,9 +52,16 @@ def write_pairs(path: Path, n: int = 8) -> str:
 def quiet_config(output_dir: Path, **overrides: Any) -> PreferenceConfig:
     """Arguments for short deterministic CPU runs: no saving, no reporting, log every step."""
     settings: dict[str, Any] = {
-        "output_dir": str(output_dir), "max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 1e-2,
-        "logging_steps": 1, "report_to": "none", "save_strategy": "no", "disable_tqdm": True,
-        "reference_cache_dir": str(output_dir / "reference-cache"), "seed": 0,
+        "output_dir": str(output_dir),
+        "max_steps": 3,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 1e-2,
+        "logging_steps": 1,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "reference_cache_dir": str(output_dir / "reference-cache"),
+        "seed": 0,
     }
     return PreferenceConfig(**{**settings, **overrides})
 
