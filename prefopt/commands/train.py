@@ -31,8 +31,11 @@ def run_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(recipe.to_yaml(), end="")
         return 0
-    from prefopt.train import train  # imported here: --dry-run and --help stay fast
+    from accelerate import PartialState  # imported here: --dry-run and --help stay fast
+
+    from prefopt.train import train
 
     result = train(recipe)
-    print(f"prefopt train: {result.global_step} steps; model, tokenizer and recipe saved to {result.output_dir}")
+    if PartialState().is_main_process:  # once, not once per process under accelerate launch
+        print(f"prefopt train: {result.global_step} steps; model, tokenizer and recipe saved to {result.output_dir}")
     return 0
