@@ -1,4 +1,5 @@
-"""Two processes on CPU through ``accelerate launch`` (gloo): ``prefopt train`` runs data parallel and saves once."""
+"""Two processes on CPU through ``accelerate launch`` (gloo): ``prefopt train`` runs data parallel with each
+reference mode and saves once."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_accelerate_launch_two_cpu_processes(tmp_path):
+@pytest.mark.parametrize(
+    ("reference", "lora"), [("precomputed", None), ("live", None), ("adapter_disabled", {"r": 4, "alpha": 8})]
+)
+def test_accelerate_launch_two_cpu_processes(tmp_path, reference, lora):
     model_dir = save_tiny_model(tmp_path / "tiny")
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(
@@ -44,11 +48,12 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     recipe.write_text(
         yaml.safe_dump(
             {
-                "model": {"name_or_path": model_dir},
+                "model": {"name_or_path": model_dir, "lora": lora},
                 "data": {"train": str(pairs)},
                 "loss": {
                     "name": "dpo",
                     "beta": 0.1,
+                    "reference": reference,
                     "reference_cache_dir": str(tmp_path / "reference-cache"),
                 },
                 "optim": {"lr": 1e-3},
@@ -79,9 +84,8 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
 
     out = tmp_path / "out"
-    assert {"model.safetensors", "tokenizer.json", "recipe.yaml", "trainer_state.json"} <= {
-        p.name for p in out.iterdir()
-    }
+    weights = "adapter_model.safetensors" if lora else "model.safetensors"
+    assert {weights, "tokenizer.json", "recipe.yaml", "trainer_state.json"} <= {p.name for p in out.iterdir()}
     state = json.loads((out / "trainer_state.json").read_text())
     # each step consumed BATCH pairs on each of the PROCESSES ranks: a single process would be at half this epoch
     assert state["global_step"] == STEPS

@@ -32,7 +32,7 @@ from trl.trainer.utils import disable_dropout_in_model
 
 from prefopt.data import PairCollator, load_pairs, tokenize_pairs
 from prefopt.data.tokenize import Truncation
-from prefopt.logps import ADAPTER_DISABLED, pair_logps
+from prefopt.logps import ADAPTER_DISABLED, pair_logps, reference_pair_logps
 from prefopt.losses import LossFn, LossOutput, PairLogps
 from prefopt.reference import add_reference_logps
 
@@ -193,12 +193,21 @@ class PreferenceTrainer(Trainer):
             chunk_size=_setting(self.args, "logps_chunk_size"), progress=self.is_world_process_zero(),
         )
 
-    def _reference_arg(self) -> nn.Module | str | None:
+    def _with_reference(self, model: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
+        """``inputs`` plus ``ref_chosen``/``ref_rejected`` from the live model or the adapter-disabled policy.
+
+        The adapter-disabled reference runs on the unwrapped PEFT model: a DDP wrapper has no
+        ``disable_adapter``, and a ``no_grad`` forward needs no gradient synchronization.
+        """
+        if self.reference not in ("live", "adapter_disabled"):
+            return inputs  # precomputed: already in the batch; reference-free: none
+        chunk_size = _setting(self.args, "logps_chunk_size")
         if self.reference == "live":
-            return self.ref_model
-        if self.reference == "adapter_disabled":
-            return ADAPTER_DISABLED
-        return None
+            ref_chosen, ref_rejected = reference_pair_logps(self.ref_model, inputs, chunk_size=chunk_size)
+        else:
+            policy = self.accelerator.unwrap_model(model)
+            ref_chosen, ref_rejected = reference_pair_logps(ADAPTER_DISABLED, inputs, policy=policy, chunk_size=chunk_size)
+        return {**inputs, "ref_chosen": ref_chosen, "ref_rejected": ref_rejected}
 
     def compute_loss(
         self,
@@ -208,7 +217,8 @@ class PreferenceTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean per-example loss of the batch; stores the batch's metrics for :meth:`log`."""
-        logps = pair_logps(model, inputs, ref_model=self._reference_arg(), chunk_size=_setting(self.args, "logps_chunk_size"))
+        inputs = self._with_reference(model, inputs)
+        logps = pair_logps(model, inputs, chunk_size=_setting(self.args, "logps_chunk_size"))
         output = self.loss(logps)
         loss = output.loss.mean()
         self._store_metrics(logps, output, "train" if model.training else "eval")
