@@ -115,14 +115,17 @@ def test_resume_names_a_missing_checkpoint(tmp_path, tiny_model_dir):
 
 
 def test_prefopt_train_lora_end_to_end(tmp_path, tiny_model_dir, capsys):
-    """The CLI trains LoRA adapters with the adapter-disabled reference and saves them as safetensors."""
+    """The CLI trains LoRA adapters with the adapter-disabled reference, evaluates, saves them as safetensors."""
     path = recipe_file(
         tmp_path, tiny_model_dir, model={"lora": {"r": 4, "alpha": 8}}, loss={"reference_cache_dir": None}
     )
-    assert (
-        main(["train", path, "loss.reference=adapter_disabled", "train.max_steps=2", "train.save_steps=1"])
-        == 0
-    )
+    overrides = [
+        "loss.reference=adapter_disabled",
+        "train.max_steps=2",
+        "train.save_steps=1",
+        "train.eval_steps=1",
+    ]
+    assert main(["train", path, *overrides, f"data.eval={write_pairs(tmp_path / 'eval.jsonl', n=4)}"]) == 0
     out = tmp_path / "out"
     assert "prefopt train: 2 steps; model, tokenizer and recipe saved to" in capsys.readouterr().out
     assert {
@@ -135,6 +138,9 @@ def test_prefopt_train_lora_end_to_end(tmp_path, tiny_model_dir, capsys):
     assert not (out / "model.safetensors").exists()  # only the adapter, not a full copy of the base model
     assert (out / "checkpoint-2/adapter_model.safetensors").is_file()
     assert yaml.safe_load((out / "recipe.yaml").read_text())["loss"]["reference"] == "adapter_disabled"
+    results = json.loads((out / "all_results.json").read_text())
+    assert {"train_loss", "eval_loss", "eval_rewards/margins", "eval_length/rejected"} <= set(results)
+    assert results["eval_rewards/margins"] > 0
 
     adapter = load_file(out / "adapter_model.safetensors")
     assert adapter and all("lora_" in name for name in adapter)
