@@ -20,6 +20,7 @@ from prefopt.data.tokenize import TemplateMismatch
 
 COMMANDS: tuple[str, ...] = (
     "prefopt.commands.train",
+    "prefopt.commands.rounds",
     "prefopt.commands.data",
     "prefopt.commands.eval",
     "prefopt.commands.annotate",

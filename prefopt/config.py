@@ -41,6 +41,10 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    def to_yaml(self) -> str:
+        """The section (a whole recipe: fully resolved, defaults filled in) as YAML, loss hyperparameters included."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
 
 class LoraConfig(Section):
     """LoRA adapter settings, passed to ``peft.LoraConfig`` (task type causal LM)."""
@@ -214,10 +218,6 @@ class Recipe(Section):
             raise ValueError("train.eval_steps is set but data.eval is not; add data.eval or drop eval_steps")
         return self
 
-    def to_yaml(self) -> str:
-        """The fully resolved recipe (defaults filled in) as YAML, loss hyperparameters included."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
 
 def check_reference(model: ModelConfig, loss: LossConfig) -> None:
     """Reject reference settings the model cannot provide (shared with other recipe kinds)."""
@@ -273,26 +273,32 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "<o
     return raw
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem: ``file: section.key: message`` (pydantic's noise trimmed)."""
-    lines = [f"{source}: invalid recipe:"]
+def format_validation_error(
+    err: ValidationError, source: str, root: type[BaseModel] | None = None, kind: str = "recipe"
+) -> str:
+    """One line per problem: ``file: section.key: message`` (pydantic's noise trimmed).
+
+    ``root`` is the validated model (default :class:`Recipe`); unknown keys list its valid keys.
+    """
+    root = root or Recipe
+    lines = [f"{source}: invalid {kind}:"]
     for problem in err.errors():
         where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             section = problem["loc"][:-1]
-            message = f"unknown key; valid keys here: {', '.join(_valid_keys(section))}"
+            message = f"unknown key; valid keys here: {', '.join(_valid_keys(root, section))}"
         elif problem["type"] == "literal_error":
             message = message.replace("Input should be", "must be one of")
-        if message.startswith(tuple(f"{section}." for section in Recipe.model_fields)):
+        if message.startswith(tuple(f"{section}." for section in root.model_fields)):
             lines.append(f"  {message}")  # the message already names its key (cross-field checks)
         else:
             lines.append(f"  {where}: {message}")
     return "\n".join(lines)
 
 
-def _valid_keys(section: tuple) -> list[str]:
-    model: type[BaseModel] = Recipe
+def _valid_keys(root: type[BaseModel], section: tuple) -> list[str]:
+    model = root
     for part in section:
         annotation = model.model_fields[str(part)].annotation
         model = next((a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)

@@ -24,6 +24,7 @@ from prefopt.config import (
     Section,
     apply_overrides,
     check_reference,
+    format_validation_error,
     load_yaml,
 )
 from prefopt.online.pairs import STRATEGIES, build_pairs
@@ -160,10 +161,15 @@ class PairsConfig(Section):
 
 
 class RoundTrainConfig(Section):
-    """Per-round training (the output directory is the round's; ``max_steps`` overrides ``epochs``)."""
+    """Per-round training (the output directory is the round's; ``max_steps`` overrides ``epochs``).
+
+    ``save_steps``: checkpoint every N steps, so a run killed during training resumes from the last
+    checkpoint instead of redoing the round's training.
+    """
 
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, gt=0)
+    save_steps: int | None = Field(None, gt=0)
     batch_size: int = Field(4, gt=0)
     grad_accum: int = Field(1, gt=0)
     seed: int = 42
@@ -220,21 +226,4 @@ def load_rounds_recipe(path: str | Path, overrides: list[str] | None = None) -> 
     try:
         return RoundsRecipe.model_validate(raw)
     except ValidationError as err:
-        raise RecipeError(_format_errors(err, str(path))) from None
-
-
-def _format_errors(err: ValidationError, source: str) -> str:
-    """One line per problem: ``section.key: message``, listing the valid keys for unknown ones."""
-    lines = [f"{source}: invalid rounds recipe:"]
-    for problem in err.errors():
-        loc = tuple(str(p) for p in problem["loc"])
-        message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "extra_forbidden":
-            model: type[Section] = RoundsRecipe
-            for part in loc[:-1]:
-                annotation = model.model_fields[part].annotation
-                model = next(a for a in getattr(annotation, "__args__", (annotation,))
-                             if isinstance(a, type) and issubclass(a, Section))
-            message = f"unknown key; valid keys here: {', '.join(model.model_fields)}"
-        lines.append(f"  {'.'.join(loc) or '(top level)'}: {message}")
-    return "\n".join(lines)
+        raise RecipeError(format_validation_error(err, str(path), RoundsRecipe, "rounds recipe")) from None

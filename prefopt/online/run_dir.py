@@ -9,7 +9,7 @@ the two redoes just that step (overwriting its files atomically). Leftover tempo
 killed run start with ``.tmp-`` and are removed by :meth:`RunDir.clean_temporaries`.
 
 Fault injection for resume tests: ``PREFOPT_ROUNDS_FAULT=<point>`` (e.g. ``1:train:start``,
-``1:sample:written``, ``write:rollouts.jsonl``) makes :func:`fault_point` end the process with
+``1:sample:written``, ``write:rollouts.jsonl``, ``dir:policy``) makes :func:`fault_point` end the process with
 ``os._exit(75)`` at that point, as a kill would; ``PREFOPT_ROUNDS_FAULT_MODE=raise`` raises
 :class:`InjectedFault` instead (in-process tests).
 """
@@ -99,6 +99,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{target.name}-", dir=target.parent))
     try:
         yield tmp
+        fault_point(f"dir:{target.name}")
         if target.exists():
             stale = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}stale-{target.name}-", dir=target.parent))
             os.replace(target, stale / target.name)

@@ -1,0 +1,280 @@
+"""``prefopt rounds``: iterated semi-on-policy preference rounds, resumable at every step.
+
+Round 0 evaluates the initial model on the held-out problems. Each round ``r = 1..count`` then runs
+five steps, each writing its files atomically into ``round_NNN/`` and then recording itself in
+``manifest.json`` (see :mod:`prefopt.online.run_dir`):
+
+1. ``sample``: the round's prompts (its disjoint slice of the shuffled training problems, or a fresh
+   draw) → ``n`` rollouts each from the policy of round ``r − 1`` → ``rollouts.jsonl``;
+2. ``score``: verify every rollout, score each prompt's group with the length reward given the
+   reward state of round ``r − 1`` → ``scored.jsonl``, ``reward_state.json``;
+3. ``pairs``: scored groups → preference pairs → ``pairs.jsonl`` (with provenance and weights);
+4. ``train``: the loss on the pairs, starting from the policy of round ``r − 1`` (fresh LoRA adapters
+   or all weights), reference = the initial model or that starting policy → ``policy/``;
+5. ``eval``: the new policy on the held-out problems (greedy) → ``eval.json``, ``metrics.json``.
+
+Running the same command again skips every recorded step, so a killed run continues where it
+stopped and redoes at most the step it was in (training resumes from its last checkpoint when
+``train.save_steps`` is set). The recipe is stored in the manifest; resuming with a different recipe
+is an error, except ``rounds.count`` (extend a finished run) and the ``logging`` section.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from prefopt.config import RecipeError
+from prefopt.data import load_pairs, tokenize_pairs
+from prefopt.evaluate.accuracy import AccuracyReport, evaluate_accuracy, paired_difference
+from prefopt.losses import get_loss
+from prefopt.models import load_tokenizer
+from prefopt.online.config import RoundsRecipe
+from prefopt.online.pairs import build_pairs
+from prefopt.online.policy import load_initial, load_policy, merged_policy_dir, save_policy
+from prefopt.online.problems import Problem, load_problems
+from prefopt.online.rewards import get_reward, score_rollouts
+from prefopt.online.run_dir import RunDir, fault_point, read_json, read_jsonl, write_json, write_jsonl
+from prefopt.online.sampler import HFSampler, Sampler, VLLMSampler, resolve_engine
+from prefopt.online.types import RewardState, Rollout, ScoredRollout
+from prefopt.online.verifier import Verifier, get_verifier
+from prefopt.train import PreferenceConfig, PreferenceTrainer, add_lora
+
+logger = logging.getLogger(__name__)
+
+STEPS: tuple[str, ...] = ("sample", "score", "pairs", "train", "eval")
+RESUMABLE_CHANGES = ("rounds.count", "logging")
+
+
+def round_problems(problems: list[Problem], recipe: RoundsRecipe, index: int) -> list[Problem]:
+    """The training problems of round ``index`` (1-based): a disjoint slice of a seeded shuffle, or a fresh draw."""
+    cfg = recipe.rounds
+    if cfg.partition == "resample":
+        return random.Random(cfg.seed * 1_000_003 + index).sample(problems, cfg.prompts_per_round)
+    order = list(problems)
+    random.Random(cfg.seed).shuffle(order)
+    return order[(index - 1) * cfg.prompts_per_round : index * cfg.prompts_per_round]
+
+
+def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
+    data = {k: v for k, v in recipe.items() if k != "logging"}
+    data["rounds"] = {k: v for k, v in data["rounds"].items() if k != "count"}
+    return data
+
+
+class _FaultCallback(TrainerCallback):
+    """Fault points inside training (``<round>:train:step<N>``), for the kill-and-resume tests."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def on_save(self, args, state, control, **kwargs):
+        fault_point(f"{self.index}:train:saved{state.global_step}")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        fault_point(f"{self.index}:train:step{state.global_step}")
+
+
+class RoundsRunner:
+    """Runs (or resumes) a :class:`RoundsRecipe` in ``run.output_root/run.name``."""
+
+    def __init__(self, recipe: RoundsRecipe, progress: bool = True) -> None:
+        self.recipe = recipe
+        self.progress = progress
+        self.run = RunDir(recipe.run.directory)
+        self._check_manifest()
+        cfg = recipe.problems
+        fields = dict(question_field=cfg.question_field, answer_field=cfg.answer_field, id_field=cfg.id_field,
+                      config_name=cfg.config_name)
+        self.train_problems = load_problems(cfg.train, split=cfg.train_split, **fields)
+        self.heldout = load_problems(cfg.heldout, split=cfg.heldout_split, limit=cfg.heldout_limit, **fields)
+        self._check_problem_count()
+        self.gold = {p.id: p.gold for p in self.train_problems}
+        self.tokenizer = load_tokenizer(recipe.model.name_or_path, trust_remote_code=recipe.model.trust_remote_code)
+        self._policy: tuple[int, Any] | None = None
+        self.verifier: Verifier | None = None
+
+    def _check_manifest(self) -> None:
+        current = self.recipe.model_dump(mode="json")
+        stored = self.run.manifest.get("recipe")
+        if stored is not None and _comparable(stored) != _comparable(current):
+            changed = sorted(k for k in current if current.get(k) != stored.get(k))
+            raise RecipeError(
+                f"{self.run.root} was started with a different recipe (sections differing: {', '.join(changed)}); "
+                f"resume with the original recipe (only {' and '.join(RESUMABLE_CHANGES)} may change) "
+                "or choose a new run.name"
+            )
+
+    def _check_problem_count(self) -> None:
+        cfg = self.recipe.rounds
+        need = cfg.prompts_per_round * (cfg.count if cfg.partition == "disjoint" else 1)
+        if need > len(self.train_problems):
+            raise RecipeError(
+                f"rounds: {cfg.count} rounds x {cfg.prompts_per_round} prompts ({cfg.partition}) need {need} training "
+                f"problems but {self.recipe.problems.train} has {len(self.train_problems)}; lower "
+                "rounds.prompts_per_round or rounds.count, or use rounds.partition=resample"
+            )
+
+    # ----------------------------------------------------------------- driver
+    def run_all(self) -> list[dict[str, Any]]:
+        """Run every step not yet recorded; returns the per-round metrics (round 0 first)."""
+        self.run.root.mkdir(parents=True, exist_ok=True)
+        self.run.clean_temporaries()
+        self.run.manifest["recipe"] = self.recipe.model_dump(mode="json")
+        self.run.save()
+        with get_verifier(self.recipe.verifier.name, timeout=self.recipe.verifier.timeout,
+                          **self.recipe.verifier.hparams) as verifier:
+            self.verifier = verifier
+            if not self.run.done(0, "eval"):
+                self._eval(0)
+            for index in range(1, self.recipe.rounds.count + 1):
+                for step in STEPS:
+                    if not self.run.done(index, step):
+                        logger.info("round %d/%d: %s", index, self.recipe.rounds.count, step)
+                        fault_point(f"{index}:{step}:start")
+                        getattr(self, f"_{step}")(index)
+        return [read_json(self.run.round_dir(i) / "metrics.json") for i in range(self.recipe.rounds.count + 1)]
+
+    # ----------------------------------------------------------------- policy and sampler
+    def _policy_model(self, index: int):
+        if self._policy is None or self._policy[0] != index:
+            self._policy = None  # free the previous policy before loading the next
+            self._policy = (index, load_policy(self.recipe.model, self.run, index))
+        return self._policy[1]
+
+    def _sampler(self, index: int) -> Sampler:
+        cfg = self.recipe.sampler
+        if resolve_engine(cfg.engine) == "vllm":
+            path = merged_policy_dir(self.recipe.model, self.run, index, self.tokenizer)
+            return VLLMSampler(path, self.tokenizer, gpu_memory_utilization=cfg.gpu_memory_utilization)
+        return HFSampler(self._policy_model(index), self.tokenizer, progress=self.progress)
+
+    # ----------------------------------------------------------------- steps
+    def _sample(self, index: int) -> None:
+        problems = round_problems(self.train_problems, self.recipe, index)
+        items = [p.prompt_item(self.recipe.problems.instruction) for p in problems]
+        params = self.recipe.sampler.params(seed=self.recipe.rounds.seed * 1000 + index)
+        rollouts, stats = self._sampler(index - 1).sample(items, params, round_index=index)
+        write_jsonl(self.run.round_dir(index) / "rollouts.jsonl", [r.to_dict() for r in rollouts])
+        self.run.complete(index, "sample", {"seconds": stats.seconds, "prompts": stats.prompts,
+                                            "rollouts": stats.rollouts, "generated_tokens": stats.generated_tokens,
+                                            "tokens_per_second": stats.tokens_per_second})
+
+    def _reward_state(self, index: int) -> RewardState:
+        path = self.run.round_dir(index) / "reward_state.json"
+        return RewardState.from_dict(read_json(path), where=str(path)) if index > 0 else RewardState()
+
+    def _score(self, index: int) -> None:
+        directory = self.run.round_dir(index)
+        path = directory / "rollouts.jsonl"
+        rollouts = [Rollout.from_dict(row, where=f"{path} row {i}") for i, row in enumerate(read_jsonl(path), 1)]
+        start = time.perf_counter()
+        verdicts = self.verifier.verify_batch([r.completion for r in rollouts], [self.gold[r.prompt_id] for r in rollouts])
+        verify_seconds = time.perf_counter() - start
+        state = self._reward_state(index - 1)
+        state.round = index
+        reward = get_reward(self.recipe.reward.name, **self.recipe.reward.hparams)
+        scored = score_rollouts(rollouts, verdicts, reward, state)
+        write_jsonl(directory / "scored.jsonl", [s.to_dict() for s in scored])
+        write_json(directory / "reward_state.json", state.to_dict())
+        lengths = [r.length for r in rollouts]
+        self.run.complete(index, "score", {
+            "verify_seconds": verify_seconds,
+            "accuracy": statistics.fmean(s.correct for s in scored),
+            "mean_length": statistics.fmean(lengths),
+            "truncation_rate": statistics.fmean(r.finish_reason == "length" for r in rollouts),
+            "mean_reward": statistics.fmean(s.reward for s in scored),
+            "verify_errors": sum(s.verify_status != "ok" for s in scored),
+        })
+
+    def _pairs(self, index: int) -> None:
+        directory = self.run.round_dir(index)
+        path = directory / "scored.jsonl"
+        scored = [ScoredRollout.from_dict(row, where=f"{path} row {i}") for i, row in enumerate(read_jsonl(path), 1)]
+        pairs, stats = build_pairs(scored, self.recipe.pairs.strategy, **self.recipe.pairs.options)
+        write_jsonl(directory / "pairs.jsonl", [p.to_dict() for p in pairs])
+        self.run.complete(index, "pairs", stats.to_dict())
+
+    def _train(self, index: int) -> None:
+        directory = self.run.round_dir(index)
+        if self.run.record(index, "pairs")["pairs"] == 0:
+            logger.warning("round %d built no pairs; the policy is carried over unchanged", index)
+            self.run.complete(index, "train", {"policy": None, "seconds": 0.0, "steps": 0})
+            return
+        start = time.perf_counter()
+        recipe, cfg = self.recipe, self.recipe.train
+        pairs, tstats = tokenize_pairs(load_pairs(directory / "pairs.jsonl"), self.tokenizer, max_length=cfg.max_length,
+                                       max_prompt_length=cfg.max_prompt_length, truncation="keep_start")
+        self._policy = None  # training holds its own copy
+        policy = load_policy(recipe.model, self.run, index - 1)
+        set_seed(cfg.seed + index)  # fresh adapters initialise identically in a resumed process
+        policy = add_lora(policy, recipe.model)
+        loss = get_loss(recipe.loss.name, **recipe.loss.hparams)
+        ref_model, reference = None, recipe.loss.reference if loss.requires_reference else None
+        if loss.requires_reference and recipe.rounds.reference == "initial" and index > 1:
+            ref_model = load_initial(recipe.model)
+        elif reference == "live" and recipe.model.lora is not None:
+            ref_model = load_policy(recipe.model, self.run, index - 1)
+        args = PreferenceConfig(
+            output_dir=str(directory / "train"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
+            per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+            learning_rate=recipe.optim.lr, weight_decay=recipe.optim.weight_decay,
+            warmup_steps=recipe.optim.warmup_ratio, lr_scheduler_type=recipe.optim.scheduler,
+            optim=recipe.optim.optimizer, max_grad_norm=recipe.optim.max_grad_norm, seed=cfg.seed + index,
+            save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500,
+            logging_steps=recipe.logging.logging_steps, report_to=recipe.logging.report_to,
+            disable_tqdm=not self.progress, reference_batch_size=recipe.loss.reference_batch_size,
+            reference_cache_dir=str(self.run.root / "reference_cache"),
+        )
+        trainer = PreferenceTrainer(policy, args, loss=loss, train_dataset=pairs, processing_class=self.tokenizer,
+                                    ref_model=ref_model, reference=reference, callbacks=[_FaultCallback(index)])
+        del ref_model
+        checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+        kind = save_policy(trainer.model, self.run, index)
+        logs = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
+        record = {"policy": kind, "seconds": time.perf_counter() - start, "steps": trainer.state.global_step,
+                  "pairs": len(pairs), "truncated_pairs": tstats.n_truncated, "loss": output.training_loss,
+                  "resumed_from": checkpoint}
+        if logs:
+            record.update({k: logs[-1][k] for k in ("rewards/margins", "rewards/accuracies")})
+        self.run.complete(index, "train", record)
+        shutil.rmtree(args.output_dir, ignore_errors=True)  # checkpoints are superseded by policy/
+
+    def _eval(self, index: int) -> None:
+        directory = self.run.round_dir(index)
+        cfg = self.recipe.problems
+        items = [p.prompt_item(cfg.instruction) for p in self.heldout]
+        report = evaluate_accuracy(self._sampler(index), items, [p.gold for p in self.heldout], self.verifier,
+                                   self.recipe.eval.params())
+        write_json(directory / "eval.json", report.to_dict())
+        write_json(directory / "metrics.json", self._metrics(index, report))
+        self.run.complete(index, "eval", {"seconds": report.seconds})
+
+    def _metrics(self, index: int, report: AccuracyReport) -> dict[str, Any]:
+        """``metrics.json`` of a round: held-out results, the paired difference to round 0, and the steps' records."""
+        metrics: dict[str, Any] = {"round": index, **report.summary()}
+        if index == 0:
+            return metrics
+        baseline = AccuracyReport.from_dict(read_json(self.run.round_dir(0) / "eval.json"))
+        diff = paired_difference(baseline.outcomes, report.outcomes)
+        sample, score = self.run.record(index, "sample"), self.run.record(index, "score")
+        pairs, train = self.run.record(index, "pairs"), self.run.record(index, "train")
+        metrics.update({
+            "accuracy_diff_vs_round0": diff.diff, "diff_ci_low": diff.ci_low, "diff_ci_high": diff.ci_high,
+            "diff_p_value": diff.p_value, "length_change_vs_round0": report.mean_length / baseline.mean_length - 1,
+            "train_accuracy": score["accuracy"], "train_mean_length": score["mean_length"],
+            "train_truncation_rate": score["truncation_rate"], "pairs": pairs["pairs"],
+            "skipped_groups": sum(pairs["skipped_groups"].values()), "sampling_seconds": sample["seconds"],
+            "sampling_tokens_per_second": sample["tokens_per_second"], "verify_seconds": score["verify_seconds"],
+            "training_seconds": train["seconds"], "eval_seconds": report.seconds,
+        })
+        return metrics
