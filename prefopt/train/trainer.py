@@ -22,12 +22,14 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import datasets
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers.trainer import TRAINING_ARGS_NAME
 from trl.trainer.utils import disable_dropout_in_model
 
 from prefopt.data import PairCollator, load_pairs, tokenize_pairs
@@ -246,6 +248,14 @@ class PreferenceTrainer(Trainer):
             means += self.accelerator.gather(scalars[None]).reshape(-1, len(scalars)).mean(0).tolist()
         for name, value in zip([*columns, *output.metrics], means):
             self._metrics[mode][name].append(value)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Save as ``Trainer`` does, but the training arguments as JSON instead of a pickled ``training_args.bin``."""
+        super()._save(output_dir, state_dict)
+        directory = Path(output_dir or self.args.output_dir)
+        if self.args.should_save and (directory / TRAINING_ARGS_NAME).is_file():
+            (directory / TRAINING_ARGS_NAME).unlink()
+            (directory / "training_args.json").write_text(self.args.to_json_string())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the stored metrics, averaged over the steps since the last log, then clear them.

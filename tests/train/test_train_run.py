@@ -136,6 +136,7 @@ def test_prefopt_train_lora_end_to_end(tmp_path, tiny_model_dir, capsys):
         "all_results.json",
     } <= {p.name for p in out.iterdir()}
     assert not (out / "model.safetensors").exists()  # only the adapter, not a full copy of the base model
+    assert (out / "training_args.json").is_file() and not list(out.glob("*.bin"))  # no pickles in the model dir
     assert (out / "checkpoint-2/adapter_model.safetensors").is_file()
     assert yaml.safe_load((out / "recipe.yaml").read_text())["loss"]["reference"] == "adapter_disabled"
     results = json.loads((out / "all_results.json").read_text())
