@@ -5,8 +5,9 @@ Formats (``format=`` everywhere):
 * ``standard``: ``prompt``, ``chosen``, ``rejected`` strings (TRL's standard preference format).
 * ``conversational``: ``prompt`` a list of ``{"role", "content"}`` messages, ``chosen`` and
   ``rejected`` lists of assistant messages (TRL's conversational format).
-* ``implicit``: no ``prompt``; ``chosen`` and ``rejected`` are full message lists sharing a prefix,
-  which becomes the prompt.
+* ``implicit``: ``chosen`` and ``rejected`` are full message lists sharing a prefix, which becomes
+  the prompt. A ``prompt`` string beside them (the layout of HuggingFaceH4/ultrafeedback_binarized
+  and princeton-nlp's SimPO datasets) only repeats the first user turn and is not used.
 * ``hh``: no ``prompt``; ``chosen`` and ``rejected`` are Anthropic HH-RLHF transcripts
   (``"\\n\\nHuman: ...\\n\\nAssistant: ..."``) split at the last shared ``\\n\\nAssistant:`` turn.
 
@@ -36,7 +37,8 @@ def detect_format(row: dict) -> str | None:
     prompt, chosen = row.get("prompt"), row.get("chosen")
     if "prompt" in row:
         if isinstance(prompt, str):
-            return "standard"
+            # a prompt string beside full conversations (HuggingFaceH4 / princeton-nlp layout): implicit
+            return "implicit" if isinstance(chosen, list) else "standard"
         return "conversational" if isinstance(prompt, list) else None
     if isinstance(chosen, list):
         return "implicit"

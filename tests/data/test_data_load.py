@@ -80,6 +80,14 @@ def test_implicit_messages_parquet_split_at_last_shared_turn(tmp_path):
     assert ds[0]["rejected"] == [{"role": "assistant", "content": "Green."}]
 
 
+def test_prompt_string_beside_full_conversations_is_implicit(tmp_path):
+    """HuggingFaceH4/ultrafeedback_binarized layout: a prompt string plus full chosen/rejected conversations."""
+    rows = [{"prompt": "Sky colour?", **IMPLICIT[0]}]
+    ds = load_pairs(write_jsonl(tmp_path / "h4.jsonl", rows))
+    assert ds[0]["prompt"] == [{"role": "user", "content": "Sky colour?"}]
+    assert ds[0]["chosen"] == [{"role": "assistant", "content": "Blue."}]
+
+
 def test_hh_transcripts_become_messages(tmp_path):
     path = tmp_path / "hh.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
