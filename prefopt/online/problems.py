@@ -82,11 +82,21 @@ def load_problems(
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(
                     f"{where} row {index + 1}: field {name!r} is missing or empty (fields present: {sorted(row)}); "
-                    "set question_field / answer_field in the recipe's data section"
+                    "set question_field / answer_field in the recipe's problems section"
                 )
+        if use_ids and row.get(id_field) is None:
+            raise ValueError(
+                f"{where} row {index + 1}: field {id_field!r} is missing (the first row has it); give every row "
+                "an id, or set id_field: null to number rows"
+            )
         problem_id = str(row[id_field]) if use_ids else str(index)
         problems.append(Problem(problem_id, row[question_field], row[answer_field]))
-    ids = [p.id for p in problems]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{where}: problem ids in field {id_field!r} are not unique; set id_field: null to number rows")
+    seen: set[str] = set()
+    for index, problem in enumerate(problems):
+        if problem.id in seen:
+            raise ValueError(
+                f"{where} row {index + 1}: problem id {problem.id!r} (field {id_field!r}) repeats an earlier row; "
+                "ids must be unique: set id_field: null to number rows"
+            )
+        seen.add(problem.id)
     return problems

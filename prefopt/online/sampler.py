@@ -47,8 +47,9 @@ class PromptItem:
 class SamplingParams:
     """Decoding settings shared by both engines.
 
-    ``greedy`` overrides ``temperature``/``top_p`` (argmax decoding, for evaluation); ``n`` is the
-    number of samples per prompt; ``batch_size`` counts prompts per ``generate`` call (HF only).
+    ``greedy`` overrides ``temperature``/``top_p`` (argmax decoding, for evaluation; ``n`` must be 1:
+    Hugging Face ``generate`` refuses several greedy sequences); ``n`` is the number of samples per
+    prompt; ``batch_size`` counts prompts per ``generate`` call (HF only).
     """
 
     n: int = 1
@@ -62,6 +63,11 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if self.n < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError(f"SamplingParams: n, max_new_tokens and batch_size must be >= 1, got {self}")
+        if self.greedy and self.n > 1:
+            raise ValueError(
+                f"SamplingParams: greedy decoding gives {self.n} identical samples per prompt; use n=1 with "
+                "greedy=True, or sample (greedy=False, temperature > 0)"
+            )
         if not self.greedy and (self.temperature <= 0 or not 0 < self.top_p <= 1):
             raise ValueError(
                 f"SamplingParams: sampling needs temperature > 0 and 0 < top_p <= 1 (got {self.temperature}, "
