@@ -10,6 +10,7 @@ strategy and verifier names and hyperparameters are checked when the recipe load
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +31,7 @@ from prefopt.config import (
 from prefopt.online.pairs import STRATEGIES, build_pairs
 from prefopt.online.rewards import available_rewards, get_reward
 from prefopt.online.sampler import SamplingParams
-from prefopt.online.verifier import available_verifiers
+from prefopt.online.verifier import available_verifiers, check_verifier
 
 
 class RunConfig(Section):
@@ -120,6 +121,10 @@ class VerifierConfig(NamedConfig):
     def _check_name(self) -> VerifierConfig:
         if self.name not in available_verifiers():
             raise ValueError(f"unknown verifier {self.name!r}; registered: {', '.join(available_verifiers())}")
+        try:
+            check_verifier(self.name, **self.hparams)
+        except TypeError as err:
+            raise ValueError(str(err)) from None
         return self
 
 
@@ -153,10 +158,11 @@ class PairsConfig(Section):
 
     @model_validator(mode="after")
     def _check_options(self) -> PairsConfig:
-        try:
-            build_pairs([], self.strategy, **self.options)
-        except TypeError as err:
-            raise ValueError(f"{err}; see prefopt.online.pairs.build_pairs for the options") from None
+        valid = [n for n, p in inspect.signature(build_pairs).parameters.items() if p.kind is p.KEYWORD_ONLY]
+        unknown = sorted(set(self.options) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown pair option(s) {unknown}; valid: strategy, {', '.join(valid)}")
+        build_pairs([], self.strategy, **self.options)  # the options' own range checks
         return self
 
 

@@ -21,6 +21,7 @@ is an error, except ``rounds.count`` (extend a finished run) and the ``logging``
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import shutil
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -100,6 +102,7 @@ class RoundsRunner:
         self.gold = {p.id: p.gold for p in self.train_problems}
         self.tokenizer = load_tokenizer(recipe.model.name_or_path, trust_remote_code=recipe.model.trust_remote_code)
         self._policy: tuple[int, Any] | None = None
+        self._vllm: tuple[int, VLLMSampler] | None = None
         self.verifier: Verifier | None = None
 
     def _check_manifest(self) -> None:
@@ -151,11 +154,23 @@ class RoundsRunner:
         return self._policy[1]
 
     def _sampler(self, index: int) -> Sampler:
+        """A sampler on the policy after round ``index`` (one vLLM engine at a time, reused while the policy is)."""
         cfg = self.recipe.sampler
-        if resolve_engine(cfg.engine) == "vllm":
+        if resolve_engine(cfg.engine) != "vllm":
+            return HFSampler(self._policy_model(index), self.tokenizer, progress=self.progress)
+        if self._vllm is None or self._vllm[0] != index:
+            self._release_vllm()
             path = merged_policy_dir(self.recipe.model, self.run, index, self.tokenizer)
-            return VLLMSampler(path, self.tokenizer, gpu_memory_utilization=cfg.gpu_memory_utilization)
-        return HFSampler(self._policy_model(index), self.tokenizer, progress=self.progress)
+            self._vllm = (index, VLLMSampler(path, self.tokenizer, gpu_memory_utilization=cfg.gpu_memory_utilization))
+        return self._vllm[1]
+
+    def _release_vllm(self) -> None:
+        """Drop the vLLM engine and return its GPU memory (before training, or before the next policy's engine)."""
+        if self._vllm is not None:
+            self._vllm = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     # ----------------------------------------------------------------- steps
     def _sample(self, index: int) -> None:
@@ -214,6 +229,7 @@ class RoundsRunner:
         pairs, tstats = tokenize_pairs(load_pairs(directory / "pairs.jsonl"), self.tokenizer, max_length=cfg.max_length,
                                        max_prompt_length=cfg.max_prompt_length, truncation="keep_start")
         self._policy = None  # training holds its own copy
+        self._release_vllm()
         policy = load_policy(recipe.model, self.run, index - 1)
         set_seed(cfg.seed + index)  # fresh adapters initialise identically in a resumed process
         policy = add_lora(policy, recipe.model)

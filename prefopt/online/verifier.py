@@ -383,6 +383,33 @@ def available_verifiers() -> list[str]:
     return sorted([*_BUILTIN, *_USER_CHECKS])
 
 
+def _factory(name: str, hparams: dict) -> Callable[[float], Verifier]:
+    """Validate ``name`` and ``hparams`` (starting nothing); return ``timeout -> verifier``."""
+    hparams = dict(hparams)
+    if name == "math":
+        fallback = hparams.pop("fallback", "last_number")
+        if hparams or fallback not in ("last_number", "none"):
+            raise TypeError(
+                f"verifier 'math' takes fallback='last_number'|'none' and timeout; got {hparams or fallback}"
+            )
+        return lambda timeout: IsolatedVerifier({"kind": "math", "fallback": fallback}, timeout)
+    if name == "exact":
+        ExactMatchVerifier(**hparams)  # in-process and cheap: its own argument checks apply
+        return lambda timeout: ExactMatchVerifier(**hparams)
+    if name in _USER_CHECKS:
+        if hparams:
+            raise TypeError(f"verifier {name!r} takes only timeout; got {sorted(hparams)}")
+        fn = _USER_CHECKS[name]
+        target = f"{fn.__module__}:{fn.__qualname__}"
+        return lambda timeout: IsolatedVerifier({"kind": "callable", "target": target}, timeout)
+    raise KeyError(f"unknown verifier {name!r}; registered verifiers: {', '.join(available_verifiers())}")
+
+
+def check_verifier(name: str, **hparams) -> None:
+    """Raise as :func:`get_verifier` would for a bad name or options, without starting a worker."""
+    _factory(name, hparams)
+
+
 def get_verifier(name: str = "math", *, timeout: float = 5.0, **hparams) -> Verifier:
     """Build verifier ``name``.
 
@@ -391,18 +418,4 @@ def get_verifier(name: str = "math", *, timeout: float = 5.0, **hparams) -> Veri
     - ``"exact"``: :class:`ExactMatchVerifier` (``extract``, ``ignore_case``, ``fallback``), in-process.
     - a name given to :func:`register_verifier`: that callable in a worker, ``timeout`` per item.
     """
-    if name == "math":
-        fallback = hparams.pop("fallback", "last_number")
-        if hparams or fallback not in ("last_number", "none"):
-            raise TypeError(
-                f"verifier 'math' takes fallback='last_number'|'none' and timeout; got {hparams or fallback}"
-            )
-        return IsolatedVerifier({"kind": "math", "fallback": fallback}, timeout)
-    if name == "exact":
-        return ExactMatchVerifier(**hparams)
-    if name in _USER_CHECKS:
-        if hparams:
-            raise TypeError(f"verifier {name!r} takes only timeout; got {sorted(hparams)}")
-        fn = _USER_CHECKS[name]
-        return IsolatedVerifier({"kind": "callable", "target": f"{fn.__module__}:{fn.__qualname__}"}, timeout)
-    raise KeyError(f"unknown verifier {name!r}; registered verifiers: {', '.join(available_verifiers())}")
+    return _factory(name, hparams)(timeout)

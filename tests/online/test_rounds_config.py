@@ -80,9 +80,13 @@ def test_bad_reward_and_pair_hyperparameters(recipe_file):
     message = error(recipe_file, "reward.name=laser", "reward.target_lenght=256")
     assert "reward 'laser' got unknown hyperparameter(s) ['target_lenght']" in message
     assert "target_length" in message  # the valid names are listed
-    assert "'rejectd'" in error(
-        recipe_file, "pairs.strategy=correct_short_vs_incorrect", "pairs.rejectd=incorrect"
-    )
+    message = error(recipe_file, "pairs.strategy=correct_short_vs_incorrect", "pairs.rejectd=incorrect")
+    assert "unknown pair option(s) ['rejectd']; valid: strategy, rejected, margin" in message
+    assert "needs max_length" in error(recipe_file, "pairs.weighting=drpo")  # cross-option check at load
+    # verifier options are checked at load too, without starting a worker
+    assert "fallback='last_number'|'none'" in error(recipe_file, "verifier.fallback=sometimes")
+    assert "{'bogus': 1}" in error(recipe_file, "verifier.bogus=1")
+    assert "ignore_cas" in error(recipe_file, "verifier.name=exact", "verifier.ignore_cas=true")
     assert load_rounds_recipe(
         recipe_file, ["reward.name=laser", "reward.target_length=256"]
     ).reward.hparams == {"target_length": 256}
