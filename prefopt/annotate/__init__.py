@@ -20,8 +20,19 @@ from prefopt.annotate.cdr import (
 )
 from prefopt.annotate.criteria import PRESETS, Criteria, Exemplar, load_criteria
 from prefopt.annotate.io import read_candidates, write_rows
-from prefopt.annotate.scoring import BoundaryError, ResponseScore, Scorer, format_conversation, score_responses
-from prefopt.annotate.treg import TregTemplates, annotate_token_rewards, contrastive_token_rewards, token_rewards
+from prefopt.annotate.scoring import (
+    BoundaryError,
+    ResponseScore,
+    Scorer,
+    format_conversation,
+    score_responses,
+)
+from prefopt.annotate.treg import (
+    TregTemplates,
+    annotate_token_rewards,
+    contrastive_token_rewards,
+    token_rewards,
+)
 
 __all__ = [
     "PRESETS",

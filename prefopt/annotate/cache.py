@@ -35,7 +35,11 @@ class ScoreCache:
                 except (ValueError, KeyError, TypeError):
                     bad += 1
         if bad:
-            logger.warning("%s: ignored %d unreadable line(s) (an interrupted write); they are recomputed", self.path, bad)
+            logger.warning(
+                "%s: ignored %d unreadable line(s) (an interrupted write); they are recomputed",
+                self.path,
+                bad,
+            )
 
     def __len__(self) -> int:
         return len(self._scores)

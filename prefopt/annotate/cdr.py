@@ -18,8 +18,9 @@ flips or drops the pairs CDR disagrees with.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from prefopt.annotate.cache import ScoreCache
 from prefopt.annotate.criteria import Criteria
@@ -52,7 +53,12 @@ class CDRAnnotator:
     def rewards(self, prompts: Sequence[Prompt], responses: Sequence[Response]) -> list[float]:
         """CDR reward of each ``responses[i]`` to ``prompts[i]``."""
         context = self.criteria.render() if self.criteria else None
-        common = dict(context=context, batch_size=self.batch_size, cache=self.cache, progress=self.progress)
+        common = {
+            "context": context,
+            "batch_size": self.batch_size,
+            "cache": self.cache,
+            "progress": self.progress,
+        }
         strong = score_responses(self.strong, prompts, responses, desc="scoring (strong)", **common)
         weak = score_responses(self.weak, prompts, responses, desc="scoring (weak)", **common)
         return [density_ratio(s, w, self.normalize) for s, w in zip(strong, weak)]
@@ -92,18 +98,29 @@ def pairs_from_candidates(
         if picked is None:
             continue
         best, worst = picked
-        pairs.append({
-            "id": str(row.get("id", i)),
-            "prompt": row["prompt"],
-            "chosen": _as_completion(row["prompt"], row["candidates"][best]),
-            "rejected": _as_completion(row["prompt"], row["candidates"][worst]),
-            "meta": {
-                "cdr_chosen": rewards[best], "cdr_rejected": rewards[worst], "cdr_margin": rewards[best] - rewards[worst],
-                "chosen_index": best, "rejected_index": worst, "n_candidates": len(rewards),
-            },
-        })
-    report = {"n_prompts": len(rows), "n_pairs": len(pairs), "n_skipped": len(rows) - len(pairs),
-              "min_margin": min_margin, "normalize": annotator.normalize}
+        pairs.append(
+            {
+                "id": str(row.get("id", i)),
+                "prompt": row["prompt"],
+                "chosen": _as_completion(row["prompt"], row["candidates"][best]),
+                "rejected": _as_completion(row["prompt"], row["candidates"][worst]),
+                "meta": {
+                    "cdr_chosen": rewards[best],
+                    "cdr_rejected": rewards[worst],
+                    "cdr_margin": rewards[best] - rewards[worst],
+                    "chosen_index": best,
+                    "rejected_index": worst,
+                    "n_candidates": len(rewards),
+                },
+            }
+        )
+    report = {
+        "n_prompts": len(rows),
+        "n_pairs": len(pairs),
+        "n_skipped": len(rows) - len(pairs),
+        "min_margin": min_margin,
+        "normalize": annotator.normalize,
+    }
     return pairs, report
 
 
@@ -174,9 +191,15 @@ def relabel_pairs(
         else:
             dropped += 1
     report = RelabelReport(
-        n_pairs=n, n_agree=n_agree, n_ties=n_ties,
-        agreement=n_agree / n if n else math.nan, ci95=wilson_interval(n_agree, n),
+        n_pairs=n,
+        n_agree=n_agree,
+        n_ties=n_ties,
+        agreement=n_agree / n if n else math.nan,
+        ci95=wilson_interval(n_agree, n),
         agreement_reversed=(n - n_agree - n_ties) / n if n else math.nan,
-        on_disagree=on_disagree, n_flipped=flipped, n_dropped=dropped, normalize=annotator.normalize,
+        on_disagree=on_disagree,
+        n_flipped=flipped,
+        n_dropped=dropped,
+        normalize=annotator.normalize,
     )
     return out, report

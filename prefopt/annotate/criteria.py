@@ -99,7 +99,9 @@ def _exemplar(item: object, source: str, index: int) -> Exemplar:
         raise ValueError(f"{source}: exemplars[{index}] must be a mapping with prompt, chosen, rejected")
     missing = [k for k in ("prompt", "chosen", "rejected") if not isinstance(item.get(k), str)]
     if missing:
-        raise ValueError(f"{source}: exemplars[{index}] lacks string field(s) {missing}; give prompt, chosen, rejected")
+        raise ValueError(
+            f"{source}: exemplars[{index}] lacks string field(s) {missing}; give prompt, chosen, rejected"
+        )
     unknown = sorted(set(item) - {"prompt", "chosen", "rejected"})
     if unknown:
         raise ValueError(f"{source}: exemplars[{index}] has unknown field(s) {unknown}")
@@ -110,10 +112,14 @@ def _from_yaml(path: Path) -> Criteria:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     source = str(path)
     if not isinstance(data, dict) or not isinstance(data.get("system"), str) or not data["system"].strip():
-        raise ValueError(f"{source}: expected a mapping with a non-empty string 'system' (and optional 'exemplars')")
+        raise ValueError(
+            f"{source}: expected a mapping with a non-empty string 'system' (and optional 'exemplars')"
+        )
     unknown = sorted(set(data) - {"system", "exemplars"})
     if unknown:
-        raise ValueError(f"{source}: unknown field(s) {unknown}; a criteria file has 'system' and 'exemplars'")
+        raise ValueError(
+            f"{source}: unknown field(s) {unknown}; a criteria file has 'system' and 'exemplars'"
+        )
     exemplars = data.get("exemplars") or []
     if not isinstance(exemplars, list):
         raise ValueError(f"{source}: 'exemplars' must be a list of {{prompt, chosen, rejected}} mappings")

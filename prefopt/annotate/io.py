@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,8 +18,13 @@ from prefopt.data.sources import read_rows
 def _check_prompt(prompt: Any) -> str | None:
     if isinstance(prompt, str) and prompt:
         return None
-    if isinstance(prompt, list) and prompt and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt
+    if (
+        isinstance(prompt, list)
+        and prompt
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in prompt
+        )
     ):
         return None
     return "must be a non-empty string or a list of {role, content} messages"
@@ -42,9 +48,20 @@ def read_candidates(path: str | Path) -> list[dict[str, Any]]:
         if message:
             bad.append(Problem(raw.source, number, "prompt", "bad_prompt", message))
         candidates = row.get("candidates")
-        if not isinstance(candidates, list) or len(candidates) < 2 or not all(isinstance(c, str) for c in candidates):
-            bad.append(Problem(raw.source, number, "candidates", "bad_candidates",
-                               "must be a list of at least 2 response strings"))
+        if (
+            not isinstance(candidates, list)
+            or len(candidates) < 2
+            or not all(isinstance(c, str) for c in candidates)
+        ):
+            bad.append(
+                Problem(
+                    raw.source,
+                    number,
+                    "candidates",
+                    "bad_candidates",
+                    "must be a list of at least 2 response strings",
+                )
+            )
         problems.extend(bad)
         if not bad:
             rows.append({k: row[k] for k in ("id", "prompt", "candidates") if k in row})

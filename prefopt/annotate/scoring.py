@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -52,7 +52,7 @@ class Scorer:
     @classmethod
     def create(
         cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fingerprint: str | None = None
-    ) -> "Scorer":
+    ) -> Scorer:
         """Wrap ``model``/``tokenizer``; the fingerprint defaults to :func:`model_fingerprint`."""
         return cls(model, tokenizer, fingerprint or model_fingerprint(model, tokenizer))
 
@@ -141,17 +141,19 @@ def split_tokens(
         at = next((i for i, (a, b) in enumerate(zip(prompt_ids, full_ids)) if a != b), len(full_ids))
         raise BoundaryError(
             f"{type(tokenizer).__name__} merges tokens across the prompt/response boundary: prompt token {at} is "
-            f"{tokenizer.convert_ids_to_tokens(prompt_ids[at:at + 1])} alone but "
-            f"{tokenizer.convert_ids_to_tokens(full_ids[at:at + 1])} in the conversation "
-            f"(response starts {full_text[len(prompt_text):][:30]!r}); change the chat template or prompt format "
+            f"{tokenizer.convert_ids_to_tokens(prompt_ids[at : at + 1])} alone but "
+            f"{tokenizer.convert_ids_to_tokens(full_ids[at : at + 1])} in the conversation "
+            f"(response starts {full_text[len(prompt_text) :][:30]!r}); change the chat template or prompt format "
             "so the generation prompt ends on a token boundary (e.g. with a newline or special token)"
         )
     eos = tokenizer.eos_token_id
-    response = full_ids[len(prompt_ids):]
+    response = full_ids[len(prompt_ids) :]
     if eos is not None:
-        response = response[: len(response) - response[::-1].index(eos)] if eos in response else response + [eos]
+        response = (
+            response[: len(response) - response[::-1].index(eos)] if eos in response else response + [eos]
+        )
     if not response:
-        raise BoundaryError(f"the response {full_text[len(prompt_text):][:30]!r} encodes to no tokens")
+        raise BoundaryError(f"the response {full_text[len(prompt_text) :][:30]!r} encodes to no tokens")
     return prompt_ids, response
 
 
@@ -175,7 +177,9 @@ def _score_batch(scorer: Scorer, batch: list[_Encoded]) -> list[ResponseScore]:
         input_ids[row, :n] = torch.tensor(e.prompt_ids + e.response_ids)
         attention[row, :n] = 1
         completion[row, n_prompt:n] = True
-    logps, mask = completion_logps(scorer.model, input_ids.to(device), attention.to(device), completion.to(device))
+    logps, mask = completion_logps(
+        scorer.model, input_ids.to(device), attention.to(device), completion.to(device)
+    )
     sums = (logps * mask).sum(1).tolist()
     return [ResponseScore(s, len(e.response_ids)) for s, e in zip(sums, batch)]
 
@@ -197,7 +201,9 @@ def score_responses(
     batch. Batches group responses of similar length (longest first) to limit padding.
     """
     if len(prompts) != len(responses):
-        raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses; pass one prompt per response")
+        raise ValueError(
+            f"got {len(prompts)} prompts but {len(responses)} responses; pass one prompt per response"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     encoded = []

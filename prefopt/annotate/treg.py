@@ -16,8 +16,8 @@ re-index every y_t for each prefix. The rewards are stored with the pairs as
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import datasets
 import torch
@@ -42,7 +42,9 @@ class TregTemplates:
     def __post_init__(self) -> None:
         for name in ("better", "worse"):
             if getattr(self, name).count("{prompt}") != 1:
-                raise ValueError(f"the T-REG {name!r} template must contain '{{prompt}}' exactly once, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"the T-REG {name!r} template must contain '{{prompt}}' exactly once, got {getattr(self, name)!r}"
+                )
 
 
 def contrastive_token_rewards(better_logps: torch.Tensor, worse_logps: torch.Tensor) -> torch.Tensor:
@@ -58,7 +60,7 @@ def wrap_prompt(prompt: Prompt, template: str) -> Prompt:
     if last is None:
         raise ValueError("a conversational prompt needs a user turn to wrap with the T-REG instructions")
     wrapped = {**prompt[last], "content": template.replace("{prompt}", prompt[last]["content"])}
-    return [*prompt[:last], wrapped, *prompt[last + 1:]]
+    return [*prompt[:last], wrapped, *prompt[last + 1 :]]
 
 
 @torch.no_grad()
@@ -98,7 +100,9 @@ def token_rewards(
     model.eval()
     rewards: list[list[float]] = []
     try:
-        for first in tqdm(range(0, len(prompts), batch_size), desc="T-REG token rewards", unit="batch", disable=not progress):
+        for first in tqdm(
+            range(0, len(prompts), batch_size), desc="T-REG token rewards", unit="batch", disable=not progress
+        ):
             sl = slice(first, first + batch_size)
             ids = list(completions[sl])
             b = _completion_logps(model, better[sl], ids, pad)
@@ -129,7 +133,14 @@ def annotate_token_rewards(
     tokenized, _ = tokenize_pairs(pairs, tokenizer)
     prompts = list(pairs["prompt"])
     for side, column in zip(("chosen", "rejected"), REWARD_COLUMNS):
-        values = token_rewards(model, tokenizer, prompts, list(tokenized[f"{side}_ids"]), templates=templates,
-                               batch_size=batch_size, progress=progress)
+        values = token_rewards(
+            model,
+            tokenizer,
+            prompts,
+            list(tokenized[f"{side}_ids"]),
+            templates=templates,
+            batch_size=batch_size,
+            progress=progress,
+        )
         pairs = pairs.add_column(column, values)
     return pairs

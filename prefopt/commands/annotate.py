@@ -10,19 +10,33 @@ from prefopt.data.formats import FORMATS
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output pairs: .jsonl (default) or .parquet, written atomically")
-    parser.add_argument("--format", default="auto", choices=("auto", *FORMATS), help="format of --pairs (default: auto)")
+    parser.add_argument(
+        "--out", required=True, help="output pairs: .jsonl (default) or .parquet, written atomically"
+    )
+    parser.add_argument(
+        "--format", default="auto", choices=("auto", *FORMATS), help="format of --pairs (default: auto)"
+    )
     parser.add_argument("--limit", type=int, help="use only the first N rows of the input")
-    parser.add_argument("--drop-invalid", action="store_true", help="drop invalid --pairs rows (e.g. an empty completion) instead of failing")
+    parser.add_argument(
+        "--drop-invalid",
+        action="store_true",
+        help="drop invalid --pairs rows (e.g. an empty completion) instead of failing",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
-    parser.add_argument("--dtype", default="float32", help="model dtype: float32 (default), bfloat16, float16, auto")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub (off by default)")
+    parser.add_argument(
+        "--dtype", default="float32", help="model dtype: float32 (default), bfloat16, float16, auto"
+    )
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="allow model code from the Hub (off by default)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``annotate`` command group to the ``prefopt`` parser."""
-    group = subparsers.add_parser("annotate", help="annotate preference data (CDR labels, T-REG token rewards)")
+    group = subparsers.add_parser(
+        "annotate", help="annotate preference data (CDR labels, T-REG token rewards)"
+    )
     commands = group.add_subparsers(dest="annotate_command", required=True)
 
     cdr = commands.add_parser(
@@ -40,12 +54,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--pairs", help="preference pairs in any format 'prefopt data' reads")
     cdr.add_argument("--strong", required=True, help="strong model: built-in name, local path or Hub id")
     cdr.add_argument("--weak", required=True, help="weak model: built-in name, local path or Hub id")
-    cdr.add_argument("--criteria", help="customization: a preset (safety, reasoning, chat), a text or a YAML file")
-    cdr.add_argument("--normalize", default="mean", choices=("mean", "sum"),
-                     help="mean: divide by the strong model's response token count (default); sum: raw log ratio")
-    cdr.add_argument("--min-margin", type=float, default=0.0, help="--candidates: skip prompts with a smaller best-worst gap")
-    cdr.add_argument("--on-disagree", default="keep", choices=("keep", "flip", "drop"),
-                     help="--pairs: what to do with pairs CDR ranks the other way (default: keep)")
+    cdr.add_argument(
+        "--criteria", help="customization: a preset (safety, reasoning, chat), a text or a YAML file"
+    )
+    cdr.add_argument(
+        "--normalize",
+        default="mean",
+        choices=("mean", "sum"),
+        help="mean: divide by the strong model's response token count (default); sum: raw log ratio",
+    )
+    cdr.add_argument(
+        "--min-margin",
+        type=float,
+        default=0.0,
+        help="--candidates: skip prompts with a smaller best-worst gap",
+    )
+    cdr.add_argument(
+        "--on-disagree",
+        default="keep",
+        choices=("keep", "flip", "drop"),
+        help="--pairs: what to do with pairs CDR ranks the other way (default: keep)",
+    )
     cdr.add_argument("--cache", help="score cache (default: OUT with suffix .scores.jsonl)")
     _common(cdr)
     cdr.set_defaults(func=run_cdr)
@@ -59,10 +88,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: prefopt annotate treg --model smollm2-135m-instruct --pairs pairs.jsonl --out treg.jsonl",
     )
     treg.add_argument("--pairs", required=True, help="preference pairs in any format 'prefopt data' reads")
-    treg.add_argument("--model", required=True, help="reference model (the initial policy): built-in name, path or Hub id")
+    treg.add_argument(
+        "--model", required=True, help="reference model (the initial policy): built-in name, path or Hub id"
+    )
     treg.add_argument("--tokenizer", help="the policy's tokenizer, if not the model's own")
-    treg.add_argument("--better-template", help="x_better template with {prompt} (default: ask for a helpful, correct, concise answer)")
-    treg.add_argument("--worse-template", help="x_worse template with {prompt} (default: ask for an unhelpful, incorrect, verbose answer)")
+    treg.add_argument(
+        "--better-template",
+        help="x_better template with {prompt} (default: ask for a helpful, correct, concise answer)",
+    )
+    treg.add_argument(
+        "--worse-template",
+        help="x_worse template with {prompt} (default: ask for an unhelpful, incorrect, verbose answer)",
+    )
     _common(treg)
     treg.set_defaults(func=run_treg)
 
@@ -94,22 +131,40 @@ def _write(rows: list[dict], report: dict, out: str) -> None:
 
 def run_cdr(args: argparse.Namespace) -> int:
     """Build pairs from candidates or relabel pairs with CDR rewards; write pairs and a report."""
-    from prefopt.annotate import CDRAnnotator, ScoreCache, load_criteria, pairs_from_candidates, read_candidates, relabel_pairs
+    from prefopt.annotate import (
+        CDRAnnotator,
+        ScoreCache,
+        load_criteria,
+        pairs_from_candidates,
+        read_candidates,
+        relabel_pairs,
+    )
 
     criteria = load_criteria(args.criteria) if args.criteria else None
     rows = read_candidates(args.candidates)[: args.limit] if args.candidates else list(_pairs(args))
     cache = ScoreCache(args.cache or Path(args.out).with_suffix(".scores.jsonl"))
-    annotator = CDRAnnotator(_scorer(args.strong, args), _scorer(args.weak, args), criteria, args.normalize,
-                             args.batch_size, cache, progress=not args.no_progress)
+    annotator = CDRAnnotator(
+        _scorer(args.strong, args),
+        _scorer(args.weak, args),
+        criteria,
+        args.normalize,
+        args.batch_size,
+        cache,
+        progress=not args.no_progress,
+    )
     if args.candidates:
         pairs, report = pairs_from_candidates(rows, annotator, min_margin=args.min_margin)
-        print(f"{report['n_pairs']} pairs from {report['n_prompts']} prompts ({report['n_skipped']} below the margin)")
+        print(
+            f"{report['n_pairs']} pairs from {report['n_prompts']} prompts ({report['n_skipped']} below the margin)"
+        )
     else:
         pairs, relabel = relabel_pairs(rows, annotator, on_disagree=args.on_disagree)
         report = relabel.to_dict()
         low, high = relabel.ci95
-        print(f"CDR agrees with the labels on {relabel.n_agree}/{relabel.n_pairs} pairs: "
-              f"{relabel.agreement:.3f} (95% CI {low:.3f}-{high:.3f}); reversed roles: {relabel.agreement_reversed:.3f}")
+        print(
+            f"CDR agrees with the labels on {relabel.n_agree}/{relabel.n_pairs} pairs: "
+            f"{relabel.agreement:.3f} (95% CI {low:.3f}-{high:.3f}); reversed roles: {relabel.agreement_reversed:.3f}"
+        )
     cache.finalize()
     report |= {"strong": args.strong, "weak": args.weak, "criteria": args.criteria}
     _write(pairs, report, args.out)
@@ -126,9 +181,20 @@ def run_treg(args: argparse.Namespace) -> int:
     pairs = _pairs(args)
     model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     tokenizer = load_tokenizer(args.tokenizer or args.model, trust_remote_code=args.trust_remote_code)
-    annotated = annotate_token_rewards(pairs, model, tokenizer, templates=templates, batch_size=args.batch_size,
-                                       progress=not args.no_progress)
-    report = {"model": args.model, "tokenizer": args.tokenizer or args.model, "n_pairs": len(annotated),
-              "better_template": templates.better, "worse_template": templates.worse}
+    annotated = annotate_token_rewards(
+        pairs,
+        model,
+        tokenizer,
+        templates=templates,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    report = {
+        "model": args.model,
+        "tokenizer": args.tokenizer or args.model,
+        "n_pairs": len(annotated),
+        "better_template": templates.better,
+        "worse_template": templates.worse,
+    }
     _write(list(annotated), report, args.out)
     return 0

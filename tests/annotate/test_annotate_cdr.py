@@ -72,20 +72,31 @@ def test_rewards_equal_direct_computation_with_each_models_own_tokenizer(annotat
 
 def test_candidates_to_best_worst_pairs(annotator):
     rows = [
-        {"id": "a", "prompt": "Pick a number.", "candidates": ["7", "Seven, I think.", "no", "42 is the answer"]},
+        {
+            "id": "a",
+            "prompt": "Pick a number.",
+            "candidates": ["7", "Seven, I think.", "no", "42 is the answer"],
+        },
         {"prompt": [{"role": "user", "content": "Hi"}], "candidates": ["Hello!", "Hey", "..."]},
     ]
     pairs, report = pairs_from_candidates(rows, annotator)
     assert report["n_pairs"] == 2
     for row, pair in zip(rows, pairs):
-        rewards = annotator.rewards([row["prompt"]] * len(row["candidates"]), [
-            c if isinstance(row["prompt"], str) else [{"role": "assistant", "content": c}] for c in row["candidates"]
-        ])
+        rewards = annotator.rewards(
+            [row["prompt"]] * len(row["candidates"]),
+            [
+                c if isinstance(row["prompt"], str) else [{"role": "assistant", "content": c}]
+                for c in row["candidates"]
+            ],
+        )
         best = max(range(len(rewards)), key=rewards.__getitem__)
         worst = min(range(len(rewards)), key=rewards.__getitem__)
         assert (pair["meta"]["chosen_index"], pair["meta"]["rejected_index"]) == (best, worst)
         assert pair["meta"]["cdr_margin"] == pytest.approx(rewards[best] - rewards[worst])
-    assert pairs[0]["id"] == "a" and pairs[0]["chosen"] == rows[0]["candidates"][pairs[0]["meta"]["chosen_index"]]
+    assert (
+        pairs[0]["id"] == "a"
+        and pairs[0]["chosen"] == rows[0]["candidates"][pairs[0]["meta"]["chosen_index"]]
+    )
     assert pairs[1]["chosen"][0]["role"] == "assistant"
     none, report = pairs_from_candidates(rows, annotator, min_margin=1e9)
     assert none == [] and report["n_skipped"] == 2
@@ -93,7 +104,12 @@ def test_candidates_to_best_worst_pairs(annotator):
 
 def test_relabel_reports_agreement_and_flips_or_drops(annotator):
     pairs = [
-        {"prompt": f"Question {i}?", "chosen": f"Answer {i}.", "rejected": "I refuse " * (i + 1), "meta": {"k": i}}
+        {
+            "prompt": f"Question {i}?",
+            "chosen": f"Answer {i}.",
+            "rejected": "I refuse " * (i + 1),
+            "meta": {"k": i},
+        }
         for i in range(6)
     ]
     kept, report = relabel_pairs(pairs, annotator)
@@ -132,7 +148,11 @@ def test_criteria_presets_and_files(tmp_path):
 
 def test_read_candidates_names_row_and_field(tmp_path):
     path = tmp_path / "cands.jsonl"
-    rows = [{"prompt": "p", "candidates": ["a", "b"]}, {"prompt": "p", "candidates": ["only one"]}, {"candidates": ["a", "b"]}]
+    rows = [
+        {"prompt": "p", "candidates": ["a", "b"]},
+        {"prompt": "p", "candidates": ["only one"]},
+        {"candidates": ["a", "b"]},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DataValidationError) as err:
         read_candidates(path)

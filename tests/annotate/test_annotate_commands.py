@@ -40,12 +40,32 @@ def write_jsonl(path, rows) -> str:
 
 def test_cdr_relabel_and_candidates(tmp_path, model_dirs, capsys):
     strong, weak = model_dirs
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
-        {"prompt": f"Q{i}?", "chosen": f"Answer {i}.", "rejected": "No." * (i + 1)} for i in range(4)
-    ])
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [{"prompt": f"Q{i}?", "chosen": f"Answer {i}.", "rejected": "No." * (i + 1)} for i in range(4)],
+    )
     out = tmp_path / "relabel.jsonl"
-    assert run(["cdr", "--strong", strong, "--weak", weak, "--pairs", pairs, "--criteria", "chat",
-                "--on-disagree", "flip", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        run(
+            [
+                "cdr",
+                "--strong",
+                strong,
+                "--weak",
+                weak,
+                "--pairs",
+                pairs,
+                "--criteria",
+                "chat",
+                "--on-disagree",
+                "flip",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "relabel.report.json").read_text())
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and report["n_flipped"] == 4 - report["n_agree"]
@@ -53,10 +73,29 @@ def test_cdr_relabel_and_candidates(tmp_path, model_dirs, capsys):
     assert "CDR agrees with the labels on" in capsys.readouterr().out
     assert len((tmp_path / "relabel.scores.jsonl").read_text().splitlines()) == 16  # 8 responses x 2 models
 
-    candidates = write_jsonl(tmp_path / "cands.jsonl", [{"prompt": "Hi", "candidates": ["Hello", "Hey there", "..."]}])
+    candidates = write_jsonl(
+        tmp_path / "cands.jsonl", [{"prompt": "Hi", "candidates": ["Hello", "Hey there", "..."]}]
+    )
     out = tmp_path / "pairs.parquet"
-    assert run(["cdr", "--strong", strong, "--weak", weak, "--candidates", candidates, "--normalize", "sum",
-                "--out", str(out), "--no-progress"]) == 0
+    assert (
+        run(
+            [
+                "cdr",
+                "--strong",
+                strong,
+                "--weak",
+                weak,
+                "--candidates",
+                candidates,
+                "--normalize",
+                "sum",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     from prefopt.data import load_pairs
 
     loaded = load_pairs(out)
@@ -65,12 +104,22 @@ def test_cdr_relabel_and_candidates(tmp_path, model_dirs, capsys):
 
 def test_treg_writes_rewards_the_data_pipeline_accepts(tmp_path, model_dirs):
     strong, _ = model_dirs
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
-        {"prompt": [{"role": "user", "content": f"Q{i}?"}], "chosen": [{"role": "assistant", "content": f"A{i}."}],
-         "rejected": [{"role": "assistant", "content": "No idea, sorry."}]} for i in range(3)
-    ])
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {
+                "prompt": [{"role": "user", "content": f"Q{i}?"}],
+                "chosen": [{"role": "assistant", "content": f"A{i}."}],
+                "rejected": [{"role": "assistant", "content": "No idea, sorry."}],
+            }
+            for i in range(3)
+        ],
+    )
     out = tmp_path / "treg.jsonl"
-    assert run(["treg", "--model", strong, "--pairs", pairs, "--out", str(out), "--limit", "2", "--no-progress"]) == 0
+    assert (
+        run(["treg", "--model", strong, "--pairs", pairs, "--out", str(out), "--limit", "2", "--no-progress"])
+        == 0
+    )
     from prefopt.data import load_pairs, tokenize_pairs
     from prefopt.models import load_tokenizer
 
@@ -83,10 +132,13 @@ def test_invalid_pairs_fail_unless_dropped(tmp_path, model_dirs):
     from prefopt.data import DataValidationError
 
     strong, weak = model_dirs
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
-        {"prompt": "Q1?", "chosen": "Yes.", "rejected": "No."},
-        {"prompt": "Q2?", "chosen": "", "rejected": "No."},
-    ])
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {"prompt": "Q1?", "chosen": "Yes.", "rejected": "No."},
+            {"prompt": "Q2?", "chosen": "", "rejected": "No."},
+        ],
+    )
     out = tmp_path / "relabel.jsonl"
     argv = ["cdr", "--strong", strong, "--weak", weak, "--pairs", pairs, "--out", str(out), "--no-progress"]
     with pytest.raises(DataValidationError, match="row 2"):

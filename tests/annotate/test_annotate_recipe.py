@@ -36,11 +36,20 @@ def test_treg_annotated_recipe_trains_on_tiny_model(tmp_path):
     pair_file = write_rows(list(annotated), tmp_path / "pairs.treg.jsonl")
 
     # The tiny tokenizer spends more tokens per prompt than SmolLM2's, hence the longer limits.
-    recipe = load_recipe(REPO / "recipes" / "cpu" / "treg_annotated.yaml", [
-        f"model.name_or_path={model_dir}", "model.lora=null", f"data.train={pair_file}",
-        "data.max_prompt_length=512", "data.max_length=1024",
-        f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2", "train.batch_size=2", "logging.logging_steps=1",
-    ])
+    recipe = load_recipe(
+        REPO / "recipes" / "cpu" / "treg_annotated.yaml",
+        [
+            f"model.name_or_path={model_dir}",
+            "model.lora=null",
+            f"data.train={pair_file}",
+            "data.max_prompt_length=512",
+            "data.max_length=1024",
+            f"train.output_dir={tmp_path / 'run'}",
+            "train.max_steps=2",
+            "train.batch_size=2",
+            "logging.logging_steps=1",
+        ],
+    )
     assert recipe.loss.name == "treg"
     logs = KeepLogs()
     result = train(recipe, callbacks=[logs])

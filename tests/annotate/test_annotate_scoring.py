@@ -67,8 +67,13 @@ def merging_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[("Ċ", "H")]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>",
-                                   pad_token="<|pad|>", additional_special_tokens=["<|im_start|>"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
     fast.chat_template = make_tiny_tokenizer().chat_template
     return fast
 
@@ -76,7 +81,9 @@ def merging_tokenizer() -> PreTrainedTokenizerFast:
 def test_token_merged_across_boundary_is_an_error():
     tokenizer = merging_tokenizer()
     scorer = Scorer(make_tiny_model(tokenizer), tokenizer, "fp")
-    with pytest.raises(BoundaryError, match=r"response 1: .*merges tokens across the prompt/response boundary"):
+    with pytest.raises(
+        BoundaryError, match=r"response 1: .*merges tokens across the prompt/response boundary"
+    ):
         score_responses(scorer, ["q", "q"], ["ok", "Hello"], progress=False)
 
 

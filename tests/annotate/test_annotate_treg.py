@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_model, make_tiny_tokenizer
+from conftest import make_tiny_model
 
-from prefopt.annotate import TregTemplates, annotate_token_rewards, contrastive_token_rewards, token_rewards, write_rows
+from prefopt.annotate import (
+    TregTemplates,
+    annotate_token_rewards,
+    contrastive_token_rewards,
+    token_rewards,
+    write_rows,
+)
 from prefopt.annotate.treg import wrap_prompt
 from prefopt.data import PairCollator, load_pairs, tokenize_pairs
 from prefopt.data.tokenize import encode_prompts
@@ -20,14 +26,20 @@ def test_spec_vector():
 
 def test_wrap_prompt_string_and_last_user_turn():
     assert wrap_prompt("Q", "[{prompt}] be good") == "[Q] be good"
-    chat = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
+    chat = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
     assert wrap_prompt(chat, "<{prompt}>")[2]["content"] == "<c>"
     assert wrap_prompt(chat, "<{prompt}>")[0]["content"] == "a"
     with pytest.raises(ValueError, match="exactly once"):
         TregTemplates(better="no placeholder")
 
 
-def direct_rewards(model, prefix_better: list[int], prefix_worse: list[int], completion: list[int]) -> list[float]:
+def direct_rewards(
+    model, prefix_better: list[int], prefix_worse: list[int], completion: list[int]
+) -> list[float]:
     """Per position from full logits: token t of the completion sits at len(prefix) + t."""
     out = []
     with torch.no_grad():
@@ -43,17 +55,25 @@ def direct_rewards(model, prefix_better: list[int], prefix_worse: list[int], com
 @pytest.mark.parametrize("conversational", [False, True])
 def test_rewards_align_with_policy_tokens_under_prefixes_of_different_lengths(tiny_tokenizer, conversational):
     model = make_tiny_model(tiny_tokenizer, seed=3)
-    templates = TregTemplates(better="{prompt} Be right.", worse="Answer badly, at great length, and wrongly: {prompt}")
+    templates = TregTemplates(
+        better="{prompt} Be right.", worse="Answer badly, at great length, and wrongly: {prompt}"
+    )
     prompts = ["What is 3+4?", "Name a fruit."]
     completions = ["3+4 is 7.", "A pear, which is sweet."]
     others = ["Eight.", "Rocks."]
     if conversational:
         prompts = [[{"role": "user", "content": p}] for p in prompts]
-        completions, others = ([[{"role": "assistant", "content": c}] for c in texts] for texts in (completions, others))
-    pairs = load_pairs([{"prompt": p, "chosen": c, "rejected": o} for p, c, o in zip(prompts, completions, others)])
+        completions, others = (
+            [[{"role": "assistant", "content": c}] for c in texts] for texts in (completions, others)
+        )
+    pairs = load_pairs(
+        [{"prompt": p, "chosen": c, "rejected": o} for p, c, o in zip(prompts, completions, others)]
+    )
     tokenized, _ = tokenize_pairs(pairs, tiny_tokenizer)
     ids = list(tokenized["chosen_ids"])
-    got = token_rewards(model, tiny_tokenizer, prompts, ids, templates=templates, batch_size=2, progress=False)
+    got = token_rewards(
+        model, tiny_tokenizer, prompts, ids, templates=templates, batch_size=2, progress=False
+    )
     better = encode_prompts([wrap_prompt(p, templates.better) for p in prompts], tiny_tokenizer)
     worse = encode_prompts([wrap_prompt(p, templates.worse) for p in prompts], tiny_tokenizer)
     for i, completion in enumerate(ids):
@@ -64,12 +84,20 @@ def test_rewards_align_with_policy_tokens_under_prefixes_of_different_lengths(ti
 
 def test_annotated_pairs_round_trip_into_training_batches(tmp_path, tiny_tokenizer):
     model = make_tiny_model(tiny_tokenizer, seed=4)
-    pairs = load_pairs([
-        {"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello!"}],
-         "rejected": [{"role": "assistant", "content": "Go away, I am busy."}]},
-        {"prompt": [{"role": "user", "content": "2*3?"}], "chosen": [{"role": "assistant", "content": "6"}],
-         "rejected": [{"role": "assistant", "content": "5"}]},
-    ])
+    pairs = load_pairs(
+        [
+            {
+                "prompt": [{"role": "user", "content": "Hi"}],
+                "chosen": [{"role": "assistant", "content": "Hello!"}],
+                "rejected": [{"role": "assistant", "content": "Go away, I am busy."}],
+            },
+            {
+                "prompt": [{"role": "user", "content": "2*3?"}],
+                "chosen": [{"role": "assistant", "content": "6"}],
+                "rejected": [{"role": "assistant", "content": "5"}],
+            },
+        ]
+    )
     annotated = annotate_token_rewards(pairs, model, tiny_tokenizer, progress=False)
     path = write_rows(list(annotated.remove_columns(["source_file", "source_row"])), tmp_path / "treg.jsonl")
     reloaded, _ = tokenize_pairs(load_pairs(path), tiny_tokenizer)
