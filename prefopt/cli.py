@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from prefopt import __version__
 from prefopt.config import RecipeError
-from prefopt.data import DataValidationError
+from prefopt.data import DataSourceError, DataValidationError
 from prefopt.data.tokenize import TemplateMismatch
 
 COMMANDS: tuple[str, ...] = (
@@ -30,6 +30,7 @@ COMMANDS: tuple[str, ...] = (
 USER_ERRORS: tuple[tuple[type[Exception], int], ...] = (
     (RecipeError, 2),
     (DataValidationError, 1),
+    (DataSourceError, 1),
     (TemplateMismatch, 1),
     (FileNotFoundError, 1),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from prefopt.commands import add_recipe_arguments
 from prefopt.online.config import load_rounds_recipe
 
 
@@ -18,11 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a finished run prints its summary. Ends with a per-round table and an accuracy-vs-length plot.",
         epilog="example: prefopt rounds recipes/quickstart.yaml rounds.count=4 run.name=longer",
     )
-    parser.add_argument("recipe", help="YAML rounds recipe")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="override recipe values, e.g. rounds.count=4 sampler.n=8 loss.beta=0.2")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="validate the recipe and print it with every default filled in; do not run")
+    add_recipe_arguments(parser, "rounds.count=4 sampler.n=8 loss.beta=0.2")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or step messages")
     parser.set_defaults(func=run_rounds)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from prefopt.commands import add_recipe_arguments
 from prefopt.config import load_recipe
 
 
@@ -17,11 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Multi-GPU / multi-process: accelerate launch [--config_file recipes/accelerate/ddp.yaml] -m prefopt train ...",
         epilog="example: prefopt train recipes/cpu/dpo.yaml train.max_steps=10 loss.beta=0.2",
     )
-    parser.add_argument("recipe", help="YAML recipe file")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="override recipe values, e.g. train.max_steps=10 loss.beta=0.2 model.lora=null")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="validate the recipe and print it with every default filled in; do not train")
+    add_recipe_arguments(parser, "train.max_steps=10 loss.beta=0.2 model.lora=null")
     parser.set_defaults(func=run_train)
 
 

@@ -10,7 +10,7 @@ See docs/data.md for the formats, the validation errors and the truncation polic
 """
 
 from prefopt.data.collate import PairCollator
-from prefopt.data.errors import DataValidationError, Problem
+from prefopt.data.errors import DataSourceError, DataValidationError, Problem
 from prefopt.data.formats import FORMATS
 from prefopt.data.inspect import inspect_pairs
 from prefopt.data.tokenize import TokenizeStats, tokenize_pairs
@@ -18,6 +18,7 @@ from prefopt.data.validate import ValidationReport, load_pairs, validate_pairs
 
 __all__ = [
     "FORMATS",
+    "DataSourceError",
     "DataValidationError",
     "PairCollator",
     "Problem",

@@ -66,3 +66,7 @@ class DataValidationError(ValueError):
             f"{len(self.problems)} problem(s) in {len(rows)} of {n_rows} row(s) ({reasons}):\n"
             f"{describe_problems(self.problems)}\n{hint}"
         )
+
+
+class DataSourceError(ValueError):
+    """A data source that cannot be read as asked (wrong or missing split, empty file, inconsistent columns)."""

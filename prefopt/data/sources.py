@@ -14,7 +14,7 @@ from typing import Any
 
 import datasets
 
-from prefopt.data.errors import Problem
+from prefopt.data.errors import DataSourceError, Problem
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
 JSON_SUFFIXES = (".json", ".json.gz")
@@ -48,11 +48,11 @@ def read_rows(source: str | Path, *, split: str | None = None) -> RawRows:
     if path.is_dir():
         data = datasets.load_from_disk(str(path))
         if split is not None and isinstance(data, datasets.Dataset):
-            raise ValueError(f"{name}: holds a single Dataset without splits; drop split={split!r}")
+            raise DataSourceError(f"{name}: holds a single Dataset without splits; drop split={split!r}")
         return _from_dataset(data, name, split)
     if path.is_file():
         if split is not None:
-            raise ValueError(f"{name}: split={split!r} only applies to dataset directories and Hub datasets")
+            raise DataSourceError(f"{name}: split={split!r} only applies to dataset directories and Hub datasets")
         lower = path.name.lower()
         if lower.endswith(JSONL_SUFFIXES):
             return _read_jsonl(path)
@@ -60,7 +60,7 @@ def read_rows(source: str | Path, *, split: str | None = None) -> RawRows:
             return _read_json(path)
         if lower.endswith(PARQUET_SUFFIXES):
             return _from_dataset(datasets.Dataset.from_parquet(str(path)), name, None)
-        raise ValueError(
+        raise DataSourceError(
             f"{name}: unknown file type; use one of {', '.join(JSONL_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES)}"
         )
     if path.suffix or name.startswith((".", "/")):
@@ -148,7 +148,7 @@ def _from_dataset(data: datasets.Dataset | datasets.DatasetDict, name: str, spli
         if split is None and len(data) == 1:
             split = next(iter(data))
         if split not in data:
-            raise ValueError(f"{name}: pass split=... (--split), one of {sorted(data)}")
+            raise DataSourceError(f"{name}: pass split=... (--split), one of {sorted(data)}")
         data = data[split]
     source = name if split is None else f"{name}[{split}]"
     return RawRows(source, list(enumerate(data, start=1)))

@@ -18,7 +18,7 @@ import datasets
 import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
-from prefopt.data.errors import DataValidationError, Problem
+from prefopt.data.errors import DataSourceError, DataValidationError, Problem
 from prefopt.data.formats import FORMATS, Format, detect_format, normalize_row
 from prefopt.data.sources import RawRows, read_rows
 from prefopt.data.tokenize import encode_prompts
@@ -142,7 +142,7 @@ def pairs_to_dataset(pairs: list[dict], source: str) -> datasets.Dataset:
     try:
         return datasets.Dataset.from_dict({c: [pair.get(c) for pair in pairs] for c in columns})
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        raise ValueError(
+        raise DataSourceError(
             f"{source}: the optional fields have inconsistent types across rows ({err}); "
             "make each field ('meta' in particular) the same type in every row"
         ) from err
@@ -183,6 +183,6 @@ def load_pairs(
     if not report.pairs:
         if report.problems:
             raise DataValidationError(report.problems, n_rows=report.n_rows, hint="No valid pairs are left.")
-        raise ValueError(f"{report.source}: contains no rows")
+        raise DataSourceError(f"{report.source}: contains no rows")
     logger.info("%s: loaded %d pairs in %r format", report.source, len(report.pairs), report.format)
     return pairs_to_dataset(report.pairs, report.source)

@@ -48,7 +48,7 @@ from prefopt.online.run_dir import RunDir, fault_point, read_json, read_jsonl, w
 from prefopt.online.sampler import HFSampler, Sampler, VLLMSampler, resolve_engine
 from prefopt.online.types import RewardState, Rollout, ScoredRollout
 from prefopt.online.verifier import Verifier, get_verifier
-from prefopt.train import PreferenceConfig, PreferenceTrainer, add_lora
+from prefopt.train import PreferenceConfig, PreferenceTrainer, add_lora, optim_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -242,9 +242,7 @@ class RoundsRunner:
         args = PreferenceConfig(
             output_dir=str(directory / "train"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
             per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-            learning_rate=recipe.optim.lr, weight_decay=recipe.optim.weight_decay,
-            warmup_steps=recipe.optim.warmup_ratio, lr_scheduler_type=recipe.optim.scheduler,
-            optim=recipe.optim.optimizer, max_grad_norm=recipe.optim.max_grad_norm, seed=cfg.seed + index,
+            **optim_arguments(recipe.optim), seed=cfg.seed + index,
             save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500,
             logging_steps=recipe.logging.logging_steps, report_to=recipe.logging.report_to,
             disable_tqdm=not self.progress, reference_batch_size=recipe.loss.reference_batch_size,

@@ -9,7 +9,15 @@ Plain Python::
 From a recipe: ``train(load_recipe("recipes/cpu/dpo.yaml"))``. See docs/trainer.md.
 """
 
-from prefopt.train.run import TrainResult, add_lora, build_dataset, build_model, train, training_arguments
+from prefopt.train.run import (
+    TrainResult,
+    add_lora,
+    build_dataset,
+    build_model,
+    optim_arguments,
+    train,
+    training_arguments,
+)
 from prefopt.train.trainer import REFERENCE_MODES, PreferenceConfig, PreferenceTrainer
 
 __all__ = [
@@ -20,6 +28,7 @@ __all__ = [
     "add_lora",
     "build_dataset",
     "build_model",
+    "optim_arguments",
     "train",
     "training_arguments",
 ]

@@ -20,7 +20,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from prefopt.config import DataConfig, ModelConfig, Recipe
+from prefopt.config import DataConfig, ModelConfig, OptimConfig, Recipe
 from prefopt.data import load_pairs, tokenize_pairs
 from prefopt.losses import get_loss
 from prefopt.models import load_model, load_tokenizer
@@ -91,6 +91,12 @@ def processes_without_accelerator() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
 
 
+def optim_arguments(optim: OptimConfig) -> dict[str, Any]:
+    """The ``TrainingArguments`` keywords of a recipe's ``optim`` section (``warmup_steps`` < 1 is a ratio)."""
+    return dict(learning_rate=optim.lr, weight_decay=optim.weight_decay, warmup_steps=optim.warmup_ratio,
+                lr_scheduler_type=optim.scheduler, optim=optim.optimizer, max_grad_norm=optim.max_grad_norm)
+
+
 def training_arguments(recipe: Recipe) -> PreferenceConfig:
     """Map the recipe's optim/train/logging/loss settings onto :class:`PreferenceConfig`."""
     optim, run, log, loss = recipe.optim, recipe.train, recipe.logging, recipe.loss
@@ -102,12 +108,7 @@ def training_arguments(recipe: Recipe) -> PreferenceConfig:
         per_device_train_batch_size=run.batch_size,
         per_device_eval_batch_size=run.eval_batch_size or run.batch_size,
         gradient_accumulation_steps=run.grad_accum,
-        learning_rate=optim.lr,
-        weight_decay=optim.weight_decay,
-        warmup_steps=optim.warmup_ratio,
-        lr_scheduler_type=optim.scheduler,
-        optim=optim.optimizer,
-        max_grad_norm=optim.max_grad_norm,
+        **optim_arguments(optim),
         seed=run.seed,
         save_strategy="steps" if run.save_steps else "no",
         save_steps=run.save_steps or 500,

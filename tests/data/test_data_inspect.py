@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+import datasets
 import pytest
 
+from prefopt.cli import main
 from prefopt.commands import data as data_command
 from prefopt.data import inspect_pairs
 
@@ -72,3 +74,11 @@ def test_cli_clean_file_exits_zero(tmp_path, capsys):
     path.write_text(json.dumps(ROWS[0]) + "\n")
     assert run_cli(["data", "inspect", str(path)]) == 0
     assert "problems: none" in capsys.readouterr().out
+
+
+def test_cli_dataset_dict_without_split_is_a_one_line_error(tmp_path, capsys):
+    splits = {"train": datasets.Dataset.from_list(ROWS[:1]), "test": datasets.Dataset.from_list(ROWS[1:2])}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "dsdict"))
+    assert main(["data", "inspect", str(tmp_path / "dsdict")]) == 1  # through prefopt's error handling
+    err = capsys.readouterr().err
+    assert "pass split=... (--split), one of ['test', 'train']" in err and "Traceback" not in err
