@@ -30,7 +30,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             diff, dlen, pairs, times = "—", "—", "—", ("—", "—", f"{row['seconds']:.0f}")
         else:
             diff = (f"{100 * row['accuracy_diff_vs_round0']:+.1f} [{100 * row['diff_ci_low']:+.1f}, "
-                    f"{100 * row['diff_ci_high']:+.1f}], p={row['diff_p_value']:.2f}")
+                    f"{100 * row['diff_ci_high']:+.1f}], p={row['diff_p_value']:.2g}")
             dlen = f"{100 * row['length_change_vs_round0']:+.0f}%"
             pairs = str(row["pairs"])
             times = (f"{row['sampling_seconds']:.0f}", f"{row['training_seconds']:.0f}", f"{row['eval_seconds']:.0f}")

@@ -28,6 +28,8 @@ TMP_PREFIX = ".tmp-"
 MANIFEST = "manifest.json"
 FAULT_ENV = "PREFOPT_ROUNDS_FAULT"
 FAULT_EXIT_CODE = 75
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class InjectedFault(RuntimeError):
@@ -56,6 +58,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.write(text[half:])
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
