@@ -181,3 +181,19 @@ def test_too_few_problems_for_disjoint_rounds(recipe_file):
     with pytest.raises(RecipeError, match="need 9 training problems but .* has 6"):
         RoundsRunner(load_rounds_recipe(recipe_file, ["rounds.count=3"]), progress=False)
 
+
+
+@pytest.mark.slow
+def test_quickstart_recipe_runs_on_the_real_model(tmp_path):
+    """The README's quickstart recipe, shrunk to minutes: the embedded SmolLM2, the math verifier, DPO on LoRA."""
+    repo = Path(__file__).resolve().parents[2]
+    overrides = [f"run.output_root={tmp_path}", "rounds.count=1", "rounds.prompts_per_round=4", "sampler.n=2",
+                 "sampler.max_new_tokens=24", "eval.max_new_tokens=24", "problems.heldout_limit=6"]
+    recipe = load_rounds_recipe(repo / "recipes" / "quickstart.yaml", overrides)
+    recipe.problems.train = str(repo / recipe.problems.train)
+    recipe.problems.heldout = str(repo / recipe.problems.heldout)
+    rows = run_in_process(recipe)
+    assert [row["round"] for row in rows] == [0, 1] and rows[1]["n"] == 6
+    manifest = json.loads((recipe.run.directory / "manifest.json").read_text())
+    assert manifest["rounds"]["1"]["sample"]["rollouts"] == 8
+    assert 0 < rows[0]["mean_length"] <= 24 and 0 <= rows[1]["accuracy"] <= 1
