@@ -16,10 +16,9 @@ from prefopt.annotate.cdr import (
     density_ratio,
     pairs_from_candidates,
     relabel_pairs,
-    wilson_interval,
 )
 from prefopt.annotate.criteria import PRESETS, Criteria, Exemplar, load_criteria
-from prefopt.annotate.io import read_candidates, write_rows
+from prefopt.annotate.io import read_candidates
 from prefopt.annotate.scoring import (
     BoundaryError,
     ResponseScore,
@@ -56,6 +55,4 @@ __all__ = [
     "relabel_pairs",
     "score_responses",
     "token_rewards",
-    "wilson_interval",
-    "write_rows",
 ]

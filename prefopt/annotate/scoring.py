@@ -22,7 +22,6 @@ fingerprint and the formatted texts, so an interrupted run resumes where it stop
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prefopt.annotate.cache import ScoreCache
+from prefopt.fingerprint import model_fingerprint, tokenizer_fingerprint
 from prefopt.logps import completion_logps
 
 Prompt = str | list[dict]
@@ -53,8 +53,8 @@ class Scorer:
     def create(
         cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fingerprint: str | None = None
     ) -> Scorer:
-        """Wrap ``model``/``tokenizer``; the fingerprint defaults to :func:`model_fingerprint`."""
-        return cls(model, tokenizer, fingerprint or model_fingerprint(model, tokenizer))
+        """Wrap ``model``/``tokenizer``; the fingerprint defaults to :func:`scorer_fingerprint`."""
+        return cls(model, tokenizer, fingerprint or scorer_fingerprint(model, tokenizer))
 
 
 @dataclass(frozen=True)
@@ -72,16 +72,10 @@ class _Encoded:
     response_ids: list[int]
 
 
-def model_fingerprint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> str:
-    """SHA-256 of the model's class, config and every parameter's bytes, and the tokenizer's vocab/template."""
-    digest = hashlib.sha256(type(model).__name__.encode())
-    digest.update(model.config.to_json_string(use_diff=False).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-    digest.update(str(tokenizer.chat_template).encode())
-    return digest.hexdigest()
+def scorer_fingerprint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> str:
+    """The score cache's identity of a (model, tokenizer): :func:`prefopt.fingerprint.model_fingerprint`
+    and :func:`~prefopt.fingerprint.tokenizer_fingerprint` together."""
+    return f"{model_fingerprint(model)}-{tokenizer_fingerprint(tokenizer)}"
 
 
 def _messages(prompt: Prompt) -> list[dict]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from prefopt.data.formats import FORMATS
@@ -121,12 +120,11 @@ def _scorer(name: str, args: argparse.Namespace):
 
 
 def _write(rows: list[dict], report: dict, out: str) -> None:
-    from prefopt.annotate import write_rows
+    from prefopt.io import report_path, write_json, write_rows
 
-    path = write_rows(rows, out)
-    report_path = path.with_name(path.name.rsplit(".", 1)[0] + ".report.json")
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {len(rows)} pairs to {path}; report in {report_path}")
+    path = write_rows(out, rows)
+    write_json(report_path(path), report, indent=2)
+    print(f"wrote {len(rows)} pairs to {path}; report in {report_path(path)}")
 
 
 def run_cdr(args: argparse.Namespace) -> int:
