@@ -20,7 +20,6 @@ from prefopt.annotate.cdr import (
 from prefopt.annotate.criteria import PRESETS, Criteria, Exemplar, load_criteria
 from prefopt.annotate.io import read_candidates
 from prefopt.annotate.scoring import (
-    BoundaryError,
     ResponseScore,
     Scorer,
     format_conversation,
@@ -35,7 +34,6 @@ from prefopt.annotate.treg import (
 
 __all__ = [
     "PRESETS",
-    "BoundaryError",
     "CDRAnnotator",
     "Criteria",
     "Exemplar",

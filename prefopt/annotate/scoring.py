@@ -9,7 +9,7 @@ Each model formats the conversation with its *own* tokenizer and chat template (
 
 The prompt/response token boundary is asserted: the prompt's tokens must be an exact prefix of the
 full text's tokens. A tokenizer that merges a token across the boundary raises
-:class:`BoundaryError` instead of silently shifting the response by a token. The response tokens
+:class:`~prefopt.data.tokenize.TemplateMismatch` instead of silently shifting the response by a token. The response tokens
 are the full tokens after the prompt, cut after the last EOS (template whitespace such as ChatML's
 trailing newline is not scored) or with EOS appended if the template emits none, the same rule the
 data pipeline uses for training completions.
@@ -30,15 +30,12 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prefopt.annotate.cache import ScoreCache
+from prefopt.data.tokenize import TemplateMismatch, split_conversation
 from prefopt.fingerprint import model_fingerprint, tokenizer_fingerprint
 from prefopt.logps import completion_logps
 
 Prompt = str | list[dict]
 Response = str | list[dict]
-
-
-class BoundaryError(ValueError):
-    """The formatted prompt is not a token prefix of the formatted conversation."""
 
 
 @dataclass(frozen=True)
@@ -122,32 +119,12 @@ def format_conversation(
 def split_tokens(
     tokenizer: PreTrainedTokenizerBase, prompt_text: str, full_text: str
 ) -> tuple[list[int], list[int]]:
-    """Tokenize both texts and return ``(prompt_ids, response_ids)``; raises :class:`BoundaryError`."""
-    if not full_text.startswith(prompt_text):
-        raise BoundaryError(
-            "the chat template renders the prompt differently once the response follows it "
-            f"(prompt ends {prompt_text[-40:]!r}); use a template whose generation prompt is a prefix of the conversation"
-        )
+    """``(prompt_ids, response_ids)`` by the training pipeline's boundary and EOS rule
+    (:func:`prefopt.data.tokenize.split_conversation`); raises :class:`TemplateMismatch`."""
     specials = not tokenizer.chat_template  # a template writes its own BOS
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=specials)["input_ids"]
-    full_ids = tokenizer(full_text, add_special_tokens=specials)["input_ids"]
-    if full_ids[: len(prompt_ids)] != prompt_ids:
-        at = next((i for i, (a, b) in enumerate(zip(prompt_ids, full_ids)) if a != b), len(full_ids))
-        raise BoundaryError(
-            f"{type(tokenizer).__name__} merges tokens across the prompt/response boundary: prompt token {at} is "
-            f"{tokenizer.convert_ids_to_tokens(prompt_ids[at : at + 1])} alone but "
-            f"{tokenizer.convert_ids_to_tokens(full_ids[at : at + 1])} in the conversation "
-            f"(response starts {full_text[len(prompt_text) :][:30]!r}); change the chat template or prompt format "
-            "so the generation prompt ends on a token boundary (e.g. with a newline or special token)"
-        )
-    eos = tokenizer.eos_token_id
-    response = full_ids[len(prompt_ids) :]
-    if eos is not None:
-        response = (
-            response[: len(response) - response[::-1].index(eos)] if eos in response else response + [eos]
-        )
+    prompt_ids, response = split_conversation(tokenizer, prompt_text, full_text, add_special_tokens=specials)
     if not response:
-        raise BoundaryError(f"the response {full_text[len(prompt_text) :][:30]!r} encodes to no tokens")
+        raise TemplateMismatch(f"the response {full_text[len(prompt_text) :][:30]!r} encodes to no tokens")
     return prompt_ids, response
 
 
@@ -204,8 +181,8 @@ def score_responses(
     for i, (prompt, response) in enumerate(zip(prompts, responses)):
         try:
             encoded.append(_encode(scorer, prompt, response, context))
-        except BoundaryError as err:
-            raise BoundaryError(f"response {i}: {err}") from None
+        except TemplateMismatch as err:
+            raise TemplateMismatch(f"response {i}: {err}") from None
     known = cache.lookup([e.key for e in encoded]) if cache is not None else {}
     pending = sorted(
         {e.key: e for e in encoded if e.key not in known}.values(),
