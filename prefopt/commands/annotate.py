@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from prefopt.commands import add_quiet_argument, add_trust_remote_code_argument
 from prefopt.data.formats import FORMATS
 
 
@@ -25,10 +26,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default="float32", help="model dtype: float32 (default), bfloat16, float16, auto"
     )
-    parser.add_argument(
-        "--trust-remote-code", action="store_true", help="allow model code from the Hub (off by default)"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_trust_remote_code_argument(parser)
+    add_quiet_argument(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -148,7 +147,7 @@ def run_cdr(args: argparse.Namespace) -> int:
         args.normalize,
         args.batch_size,
         cache,
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     if args.candidates:
         pairs, report = pairs_from_candidates(rows, annotator, min_margin=args.min_margin)
@@ -185,7 +184,7 @@ def run_treg(args: argparse.Namespace) -> int:
         tokenizer,
         templates=templates,
         batch_size=args.batch_size,
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     report = {
         "model": args.model,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from prefopt.commands import add_recipe_arguments
-from prefopt.config import load_recipe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Validate the recipe, then train (or, with ``--dry-run``, print the resolved recipe)."""
+    from prefopt.config import load_recipe  # imported here: --help stays fast
+
     recipe = load_recipe(args.recipe, args.overrides)
     if args.dry_run:
         print(recipe.to_yaml(), end="")

@@ -31,15 +31,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import datasets
 import numpy as np
 
 from prefopt.data.formats import text_of
 from prefopt.errors import UserError
 from prefopt.io import PARQUET_SUFFIX, report_path, write_json, write_rows
-from prefopt.data.validate import load_pairs
+
+if TYPE_CHECKING:
+    import datasets
 
 Strategy = Literal["balance", "ratio_cap", "length_match"]
 STRATEGIES: tuple[str, ...] = ("balance", "ratio_cap", "length_match")
@@ -206,6 +207,8 @@ def debias_file(
         raise UserError(
             f"{out}: the output must end in .jsonl or .parquet (the format is chosen by extension)"
         )
+    from prefopt.data.validate import load_pairs  # imported here: the command line starts without datasets
+
     pairs = load_pairs(source, drop_invalid=drop_invalid)
     kept, report = debias(pairs, strategy, bins=bins, max_ratio=max_ratio, tokenizer=tokenizer, seed=seed)
     report = {"input": str(source), "output": str(out), "report": str(report_path(out)), **report}

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass
 
+from prefopt.errors import UserError
+
 #: How many problems an error message lists before summarizing the rest as a count.
 MAX_SHOWN = 20
 
@@ -54,7 +56,7 @@ def describe_problems(problems: list[Problem], limit: int = MAX_SHOWN) -> str:
     return "\n".join(lines)
 
 
-class DataValidationError(ValueError):
+class DataValidationError(UserError):
     """Raised when preference data has problems; ``problems`` holds every one of them."""
 
     def __init__(self, problems: list[Problem], *, n_rows: int, hint: str) -> None:
@@ -68,5 +70,5 @@ class DataValidationError(ValueError):
         )
 
 
-class DataSourceError(ValueError):
-    """A data source that cannot be read as asked (wrong or missing split, empty file, inconsistent columns)."""
+class DataSourceError(UserError):
+    """A data source that cannot be read as asked (wrong or missing split, empty or corrupt file, bad output path)."""

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
-
-import datasets
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from prefopt.data.errors import DataValidationError, Problem, count_reasons
 from prefopt.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: importing this module (recipe validation) loads neither
+    import datasets
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
