@@ -57,11 +57,18 @@ def describe_problems(problems: list[Problem], limit: int = MAX_SHOWN) -> str:
 
 
 class DataValidationError(UserError):
-    """Raised when preference data has problems; ``problems`` holds every one of them."""
+    """Raised when data rows have problems; ``problems`` holds every one of them.
+
+    One problem is one line (``file, row N, field 'f': message. hint``); several are a count by
+    reason and one line per problem (the first :data:`MAX_SHOWN`), then the hint.
+    """
 
     def __init__(self, problems: list[Problem], *, n_rows: int, hint: str) -> None:
         self.problems = list(problems)
         self.n_rows = n_rows
+        if len(self.problems) == 1:  # the common case reads as one line: where, what, what to do
+            super().__init__(f"{self.problems[0]} ({self.problems[0].reason}). {hint}")
+            return
         rows = {(p.source, p.row) for p in self.problems}
         reasons = ", ".join(f"{reason}: {count}" for reason, count in count_reasons(self.problems).items())
         super().__init__(
