@@ -16,7 +16,7 @@ shared too. A YAML file with a top-level ``rounds:`` key is a rounds recipe.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,7 +26,9 @@ from prefopt.data.tokenize import Truncation
 from prefopt.errors import UserError
 from prefopt.losses import PairLogps, available_losses, get_loss
 
-Reference = Literal["precomputed", "live", "adapter_disabled"]
+#: How a loss that needs one gets its reference log-probs (``loss.reference``; the trainer's ``reference``).
+ReferenceMode = Literal["precomputed", "live", "adapter_disabled"]
+REFERENCE_MODES: tuple[str, ...] = get_args(ReferenceMode)
 ROUNDS_KEY = "rounds"
 
 
@@ -129,7 +131,7 @@ class LossConfig(Section):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     name: str
-    reference: Reference | None = None
+    reference: ReferenceMode | None = None
     reference_model: str | None = None
     reference_batch_size: int = Field(8, gt=0)
     reference_cache_dir: str | None = None

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prefopt.annotate.cache import ScoreCache
+from prefopt.data.collate import sequence_batch
 from prefopt.data.tokenize import TemplateMismatch, split_conversation
 from prefopt.fingerprint import model_fingerprint, tokenizer_fingerprint
 from prefopt.logps import completion_logps
@@ -139,15 +140,9 @@ def _encode(scorer: Scorer, prompt: Prompt, response: Response, context: str | N
 def _score_batch(scorer: Scorer, batch: list[_Encoded]) -> list[ResponseScore]:
     device = next(scorer.model.parameters()).device
     pad = scorer.tokenizer.pad_token_id if scorer.tokenizer.pad_token_id is not None else 0
-    width = max(len(e.prompt_ids) + len(e.response_ids) for e in batch)
-    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
-    completion = torch.zeros((len(batch), width), dtype=torch.bool)
-    for row, e in enumerate(batch):
-        n_prompt, n = len(e.prompt_ids), len(e.prompt_ids) + len(e.response_ids)
-        input_ids[row, :n] = torch.tensor(e.prompt_ids + e.response_ids)
-        attention[row, :n] = 1
-        completion[row, n_prompt:n] = True
+    input_ids, attention, completion = sequence_batch(
+        [e.prompt_ids for e in batch], [e.response_ids for e in batch], pad
+    )
     logps, mask = completion_logps(
         scorer.model, input_ids.to(device), attention.to(device), completion.to(device)
     )
