@@ -37,3 +37,19 @@ def test_scorer_fingerprint_is_the_shared_model_fingerprint_plus_the_tokenizer()
     model = make_tiny_model(tokenizer)
     scorer = Scorer.create(model, tokenizer)
     assert scorer.fingerprint == f"{model_fingerprint(model)}-{tokenizer_fingerprint(tokenizer)}"
+
+
+def test_a_score_cached_under_another_fingerprint_is_not_reused(tmp_path):
+    """A cache written under an earlier fingerprint (e.g. before this digest) holds keys that never match."""
+    from prefopt.annotate.cache import ScoreCache
+    from prefopt.annotate.scoring import _encode, score_responses
+
+    tokenizer = make_tiny_tokenizer()
+    model = make_tiny_model(tokenizer)
+    stale = Scorer(model, tokenizer, "sha256-of-the-old-fingerprint")
+    cache = ScoreCache(tmp_path / "scores.jsonl")
+    cache.append({_encode(stale, "q", "a", None).key: (123.0, 1)})  # a bogus score under the old key
+    assert score_responses(stale, ["q"], ["a"], cache=cache, progress=False)[0].logp == 123.0
+    fresh = score_responses(Scorer.create(model, tokenizer), ["q"], ["a"], cache=ScoreCache(cache.path),
+                            progress=False)[0]
+    assert fresh.logp < 0 and fresh.logp != 123.0

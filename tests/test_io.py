@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import temporaries
 
 from prefopt.errors import UserError
 from prefopt.io import (
@@ -30,17 +31,6 @@ from prefopt.io import (
 from prefopt.online.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture()
-def raise_at(monkeypatch):
-    """``raise_at(point)``: make ``fault_point(point)`` raise :class:`InjectedFault`."""
-    monkeypatch.setenv(f"{FAULT_ENV}_MODE", "raise")
-    return lambda point: monkeypatch.setenv(FAULT_ENV, point)
-
-
-def temporaries(root: Path) -> list[Path]:
-    return sorted(root.rglob(".tmp-*"))
 
 
 def test_fault_point_fires_only_at_the_named_point(raise_at):

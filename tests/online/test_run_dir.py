@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from conftest import temporaries
 
-from prefopt.io import FAULT_ENV, InjectedFault
+from prefopt.io import InjectedFault
 from prefopt.online.run_dir import RunDir
-
-
-@pytest.fixture()
-def raise_at(monkeypatch):
-    """``raise_at(point)``: make ``fault_point(point)`` raise :class:`InjectedFault`."""
-    monkeypatch.setenv(f"{FAULT_ENV}_MODE", "raise")
-    return lambda point: monkeypatch.setenv(FAULT_ENV, point)
-
-
-def temporaries(root: Path) -> list[Path]:
-    return sorted(root.rglob(".tmp-*"))
 
 
 def test_manifest_persists_completed_steps(tmp_path, raise_at):
