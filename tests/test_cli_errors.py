@@ -127,8 +127,8 @@ def test_train_reports_a_bad_row_before_loading_any_model(tmp_path, capsys):
     assert "pairs.jsonl, row 2, field 'chosen'" in err and "no-such-model" not in err
     # with the data fixed, the (missing) model is what fails next: the data check did not hide it
     write_jsonl(pairs, [GOOD_PAIR])
-    with pytest.raises(OSError, match="no-such-model"):
-        main(train_recipe(tmp_path, pairs))
+    assert main(train_recipe(tmp_path, pairs)) == 1
+    assert "no-such-model: no such model directory or file" in one_line_error(capsys, "train")
 
 
 @pytest.mark.parametrize("where", ["first", "after_command", "last"])

@@ -61,6 +61,4 @@ def read_candidates(path: str | Path) -> list[dict[str, Any]]:
             rows.append({k: row[k] for k in ("id", "prompt", "candidates") if k in row})
     if problems:
         raise DataValidationError(problems, n_rows=raw.n_rows, hint="Fix these candidate rows and rerun.")
-    if not rows:
-        raise ValueError(f"{raw.source}: contains no candidate rows")
-    return rows
+    return rows  # not empty: read_rows rejects a source without rows
