@@ -151,3 +151,17 @@ def test_quiet_and_no_progress_are_one_flag():
     assert parser.parse_args(["rounds", "r.yaml", "--quiet"]).quiet
     for argv in (["data", "inspect", "p.jsonl"], ["data", "debias", "p.jsonl", "--out", "o.jsonl"], base):
         assert parser.parse_args([*argv, "--trust-remote-code"]).trust_remote_code
+
+
+def test_train_dry_run_needs_torch_only():
+    """--dry-run validates the loss on a dummy batch (torch) but loads no transformers, datasets or peft."""
+    code = """
+import contextlib, io, sys
+from prefopt.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    assert main(["train", "recipes/cpu/dpo.yaml", "--dry-run"]) == 0
+print(sorted(name for name in ("transformers", "datasets", "peft", "sklearn", "accelerate") if name in sys.modules))
+"""
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
