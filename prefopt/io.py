@@ -20,13 +20,14 @@ line. Standard library only at import time (pyarrow is imported by the parquet w
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from prefopt.errors import UserError
 
@@ -160,24 +161,62 @@ def report_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name.rsplit(".", 1)[0] + ".report.json")
 
 
+def open_binary(path: str | os.PathLike) -> BinaryIO:
+    """Open ``path`` for reading bytes, decompressing a ``.gz`` file."""
+    path = Path(path)
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
+
+
+def decode_utf8(raw: bytes) -> tuple[str | None, str | None]:
+    """``(text, None)``, or ``(None, what is wrong)`` for bytes that are not UTF-8."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as err:
+        bad = raw[err.start : err.start + 1]
+        return None, f"byte {err.start} ({bad!r}) is not valid UTF-8; re-encode the file as UTF-8"
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any, tuple[str, str] | None]]:
+    """``(line number, value, None)`` per non-blank line of a JSON Lines file (``.gz``: gzipped).
+
+    A line that cannot be read yields ``(line number, None, (reason, message))`` with ``reason``
+    ``"invalid_utf8"`` or ``"malformed_json"``, and reading goes on: the caller decides whether one
+    bad line fails the file (:func:`read_jsonl`) or is reported with the others
+    (:func:`prefopt.data.sources.read_rows`). Lines are split on ``\n`` only, so a U+2028 inside a
+    string stays in its row.
+    """
+    with open_binary(path) as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            text, problem = decode_utf8(raw)
+            if text is None:
+                yield number, None, ("invalid_utf8", problem)
+                continue
+            try:
+                value = json.loads(text.rstrip("\r\n"))  # so an error's column is on this line
+            except json.JSONDecodeError as err:
+                yield number, None, ("malformed_json", f"malformed JSON at column {err.colno}: {err.msg}")
+                continue
+            yield number, value, None
+
+
 def read_json(path: str | os.PathLike, *, hint: str = "delete the file to recompute it") -> Any:
-    """Read a JSON file; corrupt content raises :class:`CorruptFileError` naming the file."""
+    """Read a JSON file; corrupt content raises :class:`CorruptFileError` naming the file and line."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise CorruptFileError(f"{path}: not valid JSON ({err}); {hint}") from err
+        raise CorruptFileError(
+            f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}; {hint}"
+        ) from err
 
 
-def read_jsonl(path: str | os.PathLike, *, hint: str = "delete the file to recompute it") -> list[dict[str, Any]]:
-    """Read JSON Lines (blank lines skipped); a corrupt line raises :class:`CorruptFileError` naming its row."""
-    path = Path(path)
+def read_jsonl(path: str | os.PathLike, *, hint: str = "delete the file to recompute it") -> list[Any]:
+    """Read JSON Lines (blank lines skipped); an unreadable line raises :class:`CorruptFileError` naming its row."""
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise CorruptFileError(f"{path}, row {number}: not valid JSON ({err.msg}); {hint}") from err
+    for number, value, problem in iter_jsonl(path):
+        if problem is not None:
+            raise CorruptFileError(f"{path}, row {number}: {problem[1]}; {hint}")
+        rows.append(value)
     return rows

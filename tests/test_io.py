@@ -21,6 +21,7 @@ from prefopt.io import (
     atomic_path,
     atomic_write_text,
     fault_point,
+    iter_jsonl,
     read_json,
     read_jsonl,
     report_path,
@@ -104,10 +105,10 @@ def test_json_and_jsonl_round_trip_and_name_corrupt_rows(tmp_path):
 
     bad = tmp_path / "pairs.jsonl"
     bad.write_text('{"id": "a"}\n{"id": "b"}\n{"id": \n')
-    with pytest.raises(ValueError, match=r"pairs\.jsonl, row 3: not valid JSON.*delete the file"):
+    with pytest.raises(ValueError, match=r"pairs\.jsonl, row 3: malformed JSON at column 8.*delete the file"):
         read_jsonl(bad)
     (tmp_path / "eval.json").write_text("{")
-    with pytest.raises(ValueError, match=r"eval\.json: not valid JSON"):
+    with pytest.raises(ValueError, match=r"eval\.json: malformed JSON at line 1 column 2"):
         read_json(tmp_path / "eval.json")
 
 
@@ -157,5 +158,18 @@ def test_corrupt_files_are_user_errors_naming_file_and_row(tmp_path):
     path.write_text('{"a": 1}\n\n{"a": 2}\n')
     assert read_jsonl(path) == [{"a": 1}, {"a": 2}]  # blank lines are skipped
     path.write_text('{"a": 1}\n{oops\n')
-    with pytest.raises(UserError, match=r"rows\.jsonl, row 2: not valid JSON.*fix it"):
+    with pytest.raises(UserError, match=r"rows\.jsonl, row 2: malformed JSON.*fix it"):
         read_jsonl(path, hint="fix it")
+
+
+def test_iter_jsonl_reports_bad_lines_and_reads_on(tmp_path):
+    import gzip
+
+    path = tmp_path / "rows.jsonl.gz"
+    with gzip.open(path, "wb") as handle:
+        handle.write(b'{"a": "x\xe2\x80\xa8y"}\n\n{"a": \n\xff\n[1]\n')
+    got = list(iter_jsonl(path))
+    assert got[0] == (1, {"a": "x\u2028y"}, None)  # U+2028 does not split the row
+    assert got[1][:2] == (3, None) and got[1][2][0] == "malformed_json"
+    assert got[2] == (4, None, ("invalid_utf8", "byte 0 (b'\\xff') is not valid UTF-8; re-encode the file as UTF-8"))
+    assert got[3] == (5, [1], None)

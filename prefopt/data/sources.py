@@ -12,13 +12,13 @@ Callers that cannot use partial data call :meth:`RawRows.raise_if_problems`.
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefopt.data.errors import DataSourceError, DataValidationError, Problem
+from prefopt.io import decode_utf8, iter_jsonl, open_binary
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
 JSON_SUFFIXES = (".json", ".json.gz")
@@ -95,55 +95,26 @@ def _read(path: Path, name: str, split: str | None, config_name: str | None) -> 
     return _from_dataset(datasets.load_dataset(name, config_name, split=split), name, split)
 
 
-def _open_binary(path: Path):
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
-
-
-def _decode(raw: bytes, source: str, row: int) -> tuple[str | None, Problem | None]:
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError as err:
-        return None, Problem(
-            source,
-            row,
-            None,
-            "invalid_utf8",
-            f"byte {err.start} ({raw[err.start : err.start + 1]!r}) is not valid UTF-8; re-encode the file as UTF-8",
-        )
-
-
 def _read_jsonl(path: Path) -> RawRows:
     out = RawRows(str(path))
-    with _open_binary(path) as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            text, problem = _decode(raw, out.source, line_no)
-            if problem is not None:
-                out.problems.append(problem)
-                continue
-            try:
-                out.rows.append((line_no, json.loads(text)))
-            except json.JSONDecodeError as err:
-                out.problems.append(
-                    Problem(
-                        out.source,
-                        line_no,
-                        None,
-                        "malformed_json",
-                        f"malformed JSON at column {err.colno}: {err.msg}; each line must be one JSON object",
-                    )
-                )
+    for line_no, value, problem in iter_jsonl(path):
+        if problem is None:
+            out.rows.append((line_no, value))
+            continue
+        reason, message = problem
+        if reason == "malformed_json":
+            message += "; each line must be one JSON object"
+        out.problems.append(Problem(out.source, line_no, None, reason, message))
     return out
 
 
 def _read_json(path: Path) -> RawRows:
     out = RawRows(str(path))
-    with _open_binary(path) as handle:
+    with open_binary(path) as handle:
         raw = handle.read()
-    text, problem = _decode(raw, out.source, None)
-    if problem is not None:
-        out.problems.append(problem)
+    text, message = decode_utf8(raw)
+    if text is None:
+        out.problems.append(Problem(out.source, None, None, "invalid_utf8", message))
         return out
     try:
         data = json.loads(text)
