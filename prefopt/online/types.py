@@ -17,10 +17,10 @@ from typing import Any, Literal
 Message = dict[str, str]
 Prompt = str | list[Message]
 FinishReason = Literal["stop", "length"]
-VerifyStatus = Literal["ok", "no_answer", "parse_error", "timeout", "error"]
+VerifyStatus = Literal["ok", "no_answer", "parse_error", "timeout", "error", "truncated"]
 
 FINISH_REASONS: tuple[str, ...] = ("stop", "length")
-VERIFY_STATUSES: tuple[str, ...] = ("ok", "no_answer", "parse_error", "timeout", "error")
+VERIFY_STATUSES: tuple[str, ...] = ("ok", "no_answer", "parse_error", "timeout", "error", "truncated")
 
 
 def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:

@@ -3,10 +3,10 @@
 ``get_verifier("math", timeout=5.0, fallback="last_number")`` returns a verifier whose
 ``verify_batch(completions, golds)`` gives one :class:`~prefopt.online.types.VerifyResult` each.
 
-Answers (model side), first match wins: the last ``\\boxed{...}``; the text after the last
-``####``; with ``fallback="last_number"`` the last number in the text. Golds: GSM8K style
-(``... #### 1,234``), MATH style (``\\boxed{...}`` anywhere, or a bare LaTeX answer). Both are
-compared by ``math_verify.verify`` (numbers, fractions, LaTeX, tuples, sets, intervals).
+Answers and golds are read by :mod:`prefopt.online.answers` and compared by
+``math_verify.verify`` (numbers, fractions, LaTeX, tuples, sets, intervals).
+:func:`verify_rollouts` applies the truncation policy: a rollout cut at the generation limit is
+``status="truncated"`` (incorrect, not checked) unless ``truncated="verify"``.
 
 Hardening: sympy can hang on adversarial strings (``9^9^9^9``, ``1000000!``, deep nesting) and
 math-verify's own SIGALRM timeout only works in a main thread. So every check runs in a persistent
@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import select
 import signal
 import subprocess
@@ -36,61 +35,17 @@ from typing import Literal, Protocol
 
 from typing_extensions import Self
 
+from prefopt.online.answers import Fallback, extract_answer, extract_gold
 from prefopt.online.types import VerifyResult
 
 logger = logging.getLogger(__name__)
 
-Fallback = Literal["last_number", "none"]
 CheckFn = Callable[[str, str], bool]
+Truncated = Literal["incorrect", "verify"]
+TRUNCATED_POLICIES: tuple[str, ...] = ("incorrect", "verify")
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _STARTUP_TIMEOUT_S = 120.0
 _SOFT_FRACTION = 0.8  # in-worker interrupt at 0.8 x timeout; the hard kill comes at timeout
-
-
-# ----------------------------------------------------------------------------------- extraction
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth = 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j].strip()
-    return None
-
-
-def _clean_number(text: str) -> str:
-    text = text.strip().replace("$", "").replace("\\!", "")
-    return _THOUSANDS.sub("", text).rstrip(".").strip()
-
-
-def extract_answer(completion: str, fallback: Fallback = "last_number") -> str | None:
-    """The model's final answer: last ``\\boxed{}``, else after the last ``####``, else (fallback) the last number."""
-    boxed = last_boxed(completion)
-    if boxed is not None:
-        return boxed
-    if "####" in completion:
-        tail = completion.rsplit("####", 1)[1].strip().splitlines()
-        if tail and _clean_number(tail[0]):
-            return _clean_number(tail[0])
-    if fallback == "last_number":
-        numbers = _NUMBER.findall(completion)
-        if numbers:
-            return _clean_number(numbers[-1])
-    return None
-
-
-def extract_gold(gold: str) -> str:
-    """The reference answer: after ``####`` (GSM8K), inside the last ``\\boxed{}`` (MATH solution), else as is."""
-    if "####" in gold:
-        return _clean_number(gold.rsplit("####", 1)[1])
-    boxed = last_boxed(gold)
-    return boxed if boxed is not None else gold.strip()
 
 
 # ------------------------------------------------------------------------------- checks (worker side)
@@ -419,3 +374,30 @@ def get_verifier(name: str = "math", *, timeout: float = 5.0, **hparams) -> Veri
     - a name given to :func:`register_verifier`: that callable in a worker, ``timeout`` per item.
     """
     return _factory(name, hparams)(timeout)
+
+
+# ----------------------------------------------------------------------------------- truncation policy
+def verify_rollouts(
+    verifier: Verifier,
+    completions: Sequence[str],
+    golds: Sequence[str],
+    finish_reasons: Sequence[str],
+    truncated: Truncated = "incorrect",
+) -> list[VerifyResult]:
+    """Verify rollouts under the truncation policy.
+
+    ``truncated="incorrect"`` (default): a rollout cut at the generation limit (``finish_reason ==
+    "length"``) is not checked and gets ``status="truncated"``, incorrect — LASER (score −1) and DLER
+    count cut-off outputs as wrong, and a last-number fallback would otherwise credit ``so \\boxed{18``
+    or a sentence cut after a number. ``"verify"`` checks truncated rollouts like finished ones.
+    """
+    if not len(completions) == len(golds) == len(finish_reasons):
+        raise ValueError(
+            f"verify_rollouts: {len(completions)} completions, {len(golds)} golds, {len(finish_reasons)} finish reasons"
+        )
+    if truncated not in TRUNCATED_POLICIES:
+        raise ValueError(f"verify_rollouts: truncated must be one of {TRUNCATED_POLICIES}, got {truncated!r}")
+    check = [i for i, f in enumerate(finish_reasons) if truncated == "verify" or f != "length"]
+    verdicts = dict(zip(check, verifier.verify_batch([completions[i] for i in check], [golds[i] for i in check])))
+    cut = VerifyResult(False, "truncated", None, "cut at the generation limit (verifier.truncated: incorrect)")
+    return [verdicts.get(i, cut) for i in range(len(completions))]
