@@ -69,11 +69,13 @@ class ScriptedSampler:
 
     def __init__(self, tokenizer: Any, plan: Plan, golds: dict[str, str]) -> None:
         self.tokenizer, self.plan, self.golds = tokenizer, plan, golds
+        self.calls: list[SamplingParams] = []  # the params of every call, in order
 
     def sample(
         self, prompts: Sequence[PromptItem], params: SamplingParams, round_index: int = 0
     ) -> tuple[list[Rollout], SamplerStats]:
         """``params.n`` scripted rollouts per prompt, in prompt order."""
+        self.calls.append(params)
         rollouts = []
         for item in prompts:
             for k in range(params.n):
@@ -98,6 +100,7 @@ class Run:
 
     recipe: Any
     metrics: list[dict]
+    sampler: ScriptedSampler
 
     def _dir(self, index: int) -> Path:
         return self.recipe.run.directory / f"round_{index:03d}"
@@ -170,4 +173,4 @@ def run_rounds(tmp_path: Path, tiny_model_dir: str, monkeypatch: Any, plan: Plan
     runner = RoundsRunner(loaded, progress=False)
     sampler = ScriptedSampler(runner.tokenizer, plan, golds)
     monkeypatch.setattr(RoundsRunner, "_sampler", lambda self, index: sampler)
-    return Run(loaded, runner.run_all())
+    return Run(loaded, runner.run_all(), sampler)
