@@ -178,6 +178,6 @@ def test_format_length(tmp_path, tiny_model_dir, monkeypatch):
 
 
 def test_every_builtin_reward_has_an_end_to_end_test():
-    builtin = {name for name, entry in _REGISTRY.items() if entry.fn.__module__.startswith("prefopt.")}
+    builtin = {name for name, entry in _REGISTRY.items() if (entry.fn.__module__ or "").startswith("prefopt.")}
     tested = {name[len("test_"):] for name in globals() if name.startswith("test_") and name != "test_every_builtin_reward_has_an_end_to_end_test"}
     assert builtin <= tested, f"rewards without an end-to-end test: {sorted(builtin - tested)}"

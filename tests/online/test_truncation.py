@@ -14,7 +14,7 @@ from prefopt.online.rewards.base import _REGISTRY
 from prefopt.online.types import RewardState, Rollout
 from prefopt.online.verifier import get_verifier, verify_rollouts
 
-BUILTIN = sorted(name for name, entry in _REGISTRY.items() if entry.fn.__module__.startswith("prefopt."))
+BUILTIN = sorted(name for name, entry in _REGISTRY.items() if (entry.fn.__module__ or "").startswith("prefopt."))
 # hyperparameters under which each reward's length term binds on lengths 10..64
 HPARAMS = {"laser": {"target_length": 30}, "dler": {"max_length": 50}, "da_dler": {"max_length": 50},
            "tlts": {"initial": 30}, "format_length": {"max_length": 64}, "grpo_lambda": {"fraction": 1.0},
