@@ -171,7 +171,7 @@ class _Recorder:
 
 
 def recorded(monkeypatch) -> _Recorder:
-    import prefopt.online.rounds as rounds
+    from prefopt.online import rounds
 
     recorder = _Recorder(rounds.PreferenceTrainer)
     monkeypatch.setattr(rounds, "PreferenceTrainer", recorder)

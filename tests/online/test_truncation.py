@@ -97,7 +97,7 @@ def test_no_eos_is_appended_to_an_unfinished_completion(tiny_tokenizer, conversa
 def test_the_loop_never_trains_a_truncated_rollout_with_eos(tmp_path, tiny_model_dir, monkeypatch):
     """Through the rounds loop (kimi, correct_short_vs_incorrect): the truncated rollout is rejected, and the
     tokens trained for it are its own, with no EOS; the finished chosen answer keeps its EOS."""
-    import prefopt.online.rounds as rounds
+    from prefopt.online import rounds
 
     seen = []
 
