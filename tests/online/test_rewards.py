@@ -360,12 +360,12 @@ def test_well_formed_respects_the_verifiers_no_answer():
 
 
 def test_format_length_hand_vector():
-    """L_max = 100, p = 0.5, λ = 1: L = 25 → x = .25 → 1 − (1 − .5)² = .75 → 1.75; 50 → 2; 75 → 1 − (.25/.5)² →
-    1.75; 100 → 1; an unformatted answer → 0 whatever its length; use_correctness gates on the verdict."""
-    g = group([25, 50, 75, 100, 50], [True, False, True, True, True], fmt=[1.0, 1.0, 1.0, 1.0, 0.0])
+    """L_max = 100, p = 0.5, w_f = 1 (the official length_reward_func_v3 and Format-Length score):
+    L = 25 → x = .25 → R = 1 − (1 − .5)² = .75 → 1.75; 50 → R = 1 → 2; 75 → R = 1 − 2(.25/.5)² = .5 → 1.5;
+    100 → R = −1 → 0. Unformatted: min(0, R): L = 50 → 0, L = 100 → −1. The verdict is not used."""
+    g = group([25, 50, 75, 100, 50, 100], [True, False, True, True, True, True], fmt=[1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
     out = score("format_length", [g], max_length=100)[0]
-    assert out["reward"] == pytest.approx([1.75, 2.0, 1.75, 1.0, 0.0])
-    assert score("format_length", [g], max_length=100, use_correctness=True)[0]["reward"][1] == 0.0
-    assert score("format_length", [g], max_length=100, weight=0.5)[0]["reward"][0] == pytest.approx(1.375)
+    assert out["reward"] == pytest.approx([1.75, 2.0, 1.5, 0.0, 0.0, -1.0])
+    assert score("format_length", [g], max_length=100, format_weight=0.5)[0]["reward"][0] == pytest.approx(1.25)
     with pytest.raises(ValueError, match="0 < peak < 1"):
         score("format_length", [g], peak=1.0)

@@ -167,13 +167,14 @@ def test_tlts(tmp_path, tiny_model_dir, monkeypatch, clock, max_steps, period):
 
 
 def test_format_length(tmp_path, tiny_model_dir, monkeypatch):
-    """Format-length: label-free; a well-formed wrong answer scores 1 + R_len, unformatted and truncated ones 0."""
+    """Format-length: label-free; a well-formed wrong answer scores 1 + R_len, an unformatted one min(0, R_len),
+    a truncated one (L = L_max, R_len = −1) −1."""
     plan = same_for_every_problem([Planned(21, T), Planned(31, F), Planned(41, F, formatted=False), cut()])
     run = run_rounds(tmp_path, tiny_model_dir, monkeypatch, plan, rounds=1,
                      overrides={"reward": {"name": "format_length", "max_length": 64}})
     rewards = [s.reward for s in run.scored(1)][:4]
     r_len = [1 - (1 - n / 32) ** 2 for n in (21, 31)]
-    assert rewards == pytest.approx([1 + r_len[0], 1 + r_len[1], 0.0, 0.0])
+    assert rewards == pytest.approx([1 + r_len[0], 1 + r_len[1], 0.0, -1.0])
     assert (1, 2) in by_index(run.pair_keys(1)) - by_index(run.correctness_pair_keys(1))  # formatted wrong wins
 
 
