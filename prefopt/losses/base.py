@@ -70,14 +70,19 @@ class LossFn(Protocol):
 @dataclass(frozen=True)
 class _RegisteredLoss:
     fn: Callable[..., LossOutput]
-    requires_reference: bool
+    requires_reference: bool | Callable[[dict], bool]
 
 
 _REGISTRY: dict[str, _RegisteredLoss] = {}
 
 
-def register_loss(name: str, *, requires_reference: bool) -> Callable[[Callable[..., LossOutput]], Callable[..., LossOutput]]:
+def register_loss(
+    name: str, *, requires_reference: bool | Callable[[dict], bool]
+) -> Callable[[Callable[..., LossOutput]], Callable[..., LossOutput]]:
     """Register ``fn(batch: PairLogps, **hparams) -> LossOutput`` under ``name``.
+
+    ``requires_reference`` is a flag, or a function of the bound hyperparameters for losses whose
+    need depends on them (``mix``: whether any of its terms needs one).
 
     >>> @register_loss("my_loss", requires_reference=False)
     ... def my_loss(batch, *, beta: float = 0.1): ...
@@ -102,7 +107,8 @@ class _BoundLoss:
     def __init__(self, name: str, entry: _RegisteredLoss, hparams: dict) -> None:
         self.name = name
         self.hparams = hparams
-        self.requires_reference = entry.requires_reference
+        needs = entry.requires_reference
+        self.requires_reference = needs(hparams) if callable(needs) else needs
         self._fn = entry.fn
 
     def __call__(self, batch: PairLogps) -> LossOutput:

@@ -229,24 +229,17 @@ class PreferenceTrainer(Trainer):
         return loss
 
     def _store_metrics(self, logps: PairLogps, output: LossOutput, mode: str) -> None:
-        """Gather this step's per-pair metrics (and the loss's scalar metrics) from all processes; store the means."""
-        chosen, rejected = output.chosen_rewards.detach(), output.rejected_rewards.detach()
-        columns = {
-            "rewards/chosen": chosen,
-            "rewards/rejected": rejected,
-            "rewards/margins": chosen - rejected,
-            "rewards/accuracies": (chosen > rejected).float(),
-            "logps/chosen": (logps.chosen * logps.chosen_mask).sum(1).detach(),
-            "logps/rejected": (logps.rejected * logps.rejected_mask).sum(1).detach(),
-            "length/chosen": logps.chosen_mask.sum(1).float(),
-            "length/rejected": logps.rejected_mask.sum(1).float(),
-        }
-        table = torch.stack([v.float() for v in columns.values()], dim=1)
-        means = self.accelerator.gather_for_metrics(table).mean(0).tolist()
-        if output.metrics:
-            scalars = torch.tensor([float(v) for v in output.metrics.values()], device=chosen.device)
-            means += self.accelerator.gather(scalars[None]).reshape(-1, len(scalars)).mean(0).tolist()
-        for name, value in zip([*columns, *output.metrics], means):
+        """Store this step's loss metrics, averaged over processes.
+
+        The metrics are the loss's own (:func:`prefopt.losses.common.finish` computes the standard
+        ones once, from the quantities the loss compares); nothing is recomputed here.
+        """
+        if not output.metrics:
+            return
+        device = logps.chosen.device
+        scalars = torch.tensor([float(v) for v in output.metrics.values()], device=device)
+        means = self.accelerator.gather(scalars[None]).reshape(-1, len(scalars)).mean(0).tolist()
+        for name, value in zip(output.metrics, means):
             self._metrics[mode][name].append(value)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
