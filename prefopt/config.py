@@ -115,7 +115,8 @@ class LossConfig(Section):
     ``reference``: ``precomputed`` (default for losses that need one: computed once before training
     and cached on disk), ``live`` (a frozen reference model runs every step) or
     ``adapter_disabled`` (the LoRA policy with adapters off; no second model). ``reference_model``
-    names a different reference model (default: the initial policy).
+    names a different reference model (default: the initial policy). ``name: mix`` with a
+    ``terms`` list combines registered losses with weights (see ``prefopt/losses/mix.py``).
     """
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
@@ -133,8 +134,8 @@ class LossConfig(Section):
 
     @property
     def requires_reference(self) -> bool:
-        """Whether the registered loss needs reference log-probs."""
-        return get_loss(self.name).requires_reference
+        """Whether the registered loss, with these hyperparameters, needs reference log-probs."""
+        return get_loss(self.name, **self.hparams).requires_reference
 
     @model_validator(mode="after")
     def _check_loss(self) -> LossConfig:
