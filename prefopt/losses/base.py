@@ -133,5 +133,9 @@ def get_loss(name: str, **hparams) -> LossFn:
     valid = [p for p in list(params)[1:] if params[p].kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = sorted(set(hparams) - set(valid))
     if unknown and not accepts_any:
-        raise TypeError(f"loss {name!r} got unknown hyperparameter(s) {unknown}; valid: {valid}")
+        hint = ""
+        if "f_divergence" in unknown:
+            takers = [n for n, e in sorted(_REGISTRY.items()) if "f_divergence" in inspect.signature(e.fn).parameters]
+            hint = f" (f-divergences apply only to losses on the chosen-minus-rejected margin: {', '.join(takers)})"
+        raise TypeError(f"loss {name!r} got unknown hyperparameter(s) {unknown}; valid: {valid}{hint}")
     return _BoundLoss(name, entry, hparams)

@@ -1,7 +1,8 @@
 """What every loss shares: sequence log-ratios, the smoothed sigmoid, checks, and the output.
 
 :func:`finish` is the single place that applies ``PairLogps.weights`` and computes the metrics
-every loss reports, under TRL's names so runs compare with TRL runs:
+every loss reports, under TRL's names so runs compare with TRL runs. The trainer logs these as
+they are and computes none of its own (docs/losses.md §1 lists the quantity for every loss):
 
 * ``rewards/chosen``, ``rewards/rejected``: mean implicit reward (what the loss compares, e.g.
   ``beta * (log pi(y_w) - log pi_ref(y_w))`` for DPO, ``beta * avg log pi(y_w)`` for SimPO);

@@ -1,8 +1,9 @@
 """``PreferenceTrainer``: a ``transformers.Trainer`` whose loss is any registered prefopt loss.
 
 ``compute_loss`` runs :func:`prefopt.logps.pair_logps` (one concatenated forward for chosen and
-rejected) and the bound loss, and returns the mean of the per-example losses. Metrics use TRL's
-names plus length metrics; they are stored per step and averaged over the logging interval in
+rejected) and the bound loss, and returns the mean of the per-example losses. The logged metrics
+are the loss's own ``LossOutput.metrics`` (TRL's names plus length metrics, computed once by the
+loss from the quantities it compares); they are stored per step and averaged over the logging interval in
 :meth:`PreferenceTrainer.log` (the pattern TRL's trainers use), with an ``eval_`` prefix during
 evaluation.
 

@@ -108,8 +108,9 @@ def test_unknown_hyperparameter_is_rejected_eagerly(name):
 @pytest.mark.parametrize("name", sorted(set(BUILT_IN) - F_DIVERGENCE_LOSSES - {"mix"}))
 def test_f_divergence_is_rejected_where_trl_does_not_allow_it(name):
     """TRL: the f-DPO reparameterization's beta log Z(x) cancels only in a chosen-minus-rejected margin."""
-    with pytest.raises(TypeError, match=r"unknown hyperparameter\(s\) \['f_divergence'\]"):
+    with pytest.raises(TypeError, match=r"unknown hyperparameter\(s\) \['f_divergence'\]") as err:
         get_loss(name, f_divergence="js_divergence")
+    assert "apply only to losses on the chosen-minus-rejected margin: " + ", ".join(sorted(F_DIVERGENCE_LOSSES)) in str(err.value)
 
 
 @pytest.mark.parametrize("name", sorted(F_DIVERGENCE_LOSSES))
