@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from prefopt.losses.aggregate import aggregate
 from prefopt.losses.base import LossOutput, PairLogps, register_loss
 from prefopt.losses.common import (
     SequenceScores,
@@ -52,7 +53,9 @@ def aot(batch: PairLogps, *, beta: float = 0.1, label_smoothing: float = 0.0) ->
     See the module docstring for the equation; ``label_smoothing`` as in cDPO.
     """
     scores = _checked("aot", batch, beta, label_smoothing)
-    ref_margin = (scores.chosen_logps - scores.chosen_logratios) - (scores.rejected_logps - scores.rejected_logratios)
+    ref_margin = aggregate(batch.ref_chosen, batch.chosen_mask, "sum") - aggregate(
+        batch.ref_rejected, batch.rejected_mask, "sum"
+    )
     delta = _sorted(scores.chosen_logps - scores.rejected_logps) - _sorted(ref_margin)
     return finish_logratios(batch, sigmoid_loss(beta * delta, label_smoothing), scores, beta)
 

@@ -69,7 +69,7 @@ def mix(batch: PairLogps, *, terms: list[dict[str, Any]]) -> LossOutput:
     loss = torch.stack([weight * out.loss for _, weight, out in outputs]).sum(0)
     first = outputs[0][2]
     metrics: dict[str, float] = {}
-    for _, _, out in reversed(outputs):
+    for _, _, out in reversed(outputs):  # every term's metrics; on shared names the first term's win
         metrics |= out.metrics
-    metrics |= first.metrics | scalar_metrics({f"loss/{name}": out.loss for name, _, out in outputs})
+    metrics |= scalar_metrics({f"loss/{name}": out.loss for name, _, out in outputs})
     return LossOutput(loss, first.chosen_rewards, first.rejected_rewards, metrics)
