@@ -106,7 +106,8 @@ def _dummy_pair() -> PairLogps:
     """A one-pair, one-token batch with every optional field, to let a loss check its hyperparameters."""
     one = torch.full((1, 1), -1.0)
     mask = torch.ones((1, 1), dtype=torch.bool)
-    return PairLogps(one, one - 1, mask, mask, one, one, torch.zeros((1, 1)), torch.zeros((1, 1)))
+    zeros = torch.zeros((1, 1))
+    return PairLogps(one, one - 1, mask, mask, one, one, zeros, zeros, chosen_log_sum_sq=one, rejected_log_sum_sq=one)
 
 
 class LossConfig(Section):

@@ -4,7 +4,8 @@ Importing this package registers every built-in loss (``available_losses()`` lis
 DPO family (``dpo``, ``robust``, ``ipo``, ``sigmoid_norm``, ``hinge``, ``exo_pair``, ``discopop``,
 ``bco_pair``, ``sppo_hard``, ``apo_zero``, ``apo_down``, ``aot``, ``aot_unpaired``, ``nca``), the
 length-aware ones (``ld_dpo``, ``r_dpo``, ``simpo``, ``treg``, ``treg_simpo``), reference-free
-``cpo``, ``alphapo``, ``orpo``, ``sft``, and ``mix`` (weighted sums). See ``docs/losses.md``.
+``cpo``, ``alphapo``, ``orpo``, ``sft``, ``mix`` (weighted sums) and ``wpo`` (WPO weighting of
+any of them). See ``docs/losses.md``.
 """
 
 from prefopt.losses import (  # noqa: F401  (register the losses)
@@ -21,6 +22,7 @@ from prefopt.losses import (  # noqa: F401  (register the losses)
     sft,
     simpo,
     treg,
+    wpo,
 )
 from prefopt.losses.base import LossFn, LossOutput, PairLogps, available_losses, get_loss, register_loss
 

@@ -27,6 +27,8 @@ class PairLogps:
     chosen_token_rewards: torch.Tensor | None = None
     rejected_token_rewards: torch.Tensor | None = None
     weights: torch.Tensor | None = None
+    chosen_log_sum_sq: torch.Tensor | None = None
+    rejected_log_sum_sq: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         for name, logps, mask in (
@@ -36,6 +38,8 @@ class PairLogps:
             ("ref_rejected", self.ref_rejected, self.rejected_mask),
             ("chosen_token_rewards", self.chosen_token_rewards, self.chosen_mask),
             ("rejected_token_rewards", self.rejected_token_rewards, self.rejected_mask),
+            ("chosen_log_sum_sq", self.chosen_log_sum_sq, self.chosen_mask),
+            ("rejected_log_sum_sq", self.rejected_log_sum_sq, self.rejected_mask),
         ):
             if logps is not None and logps.shape != mask.shape:
                 raise ValueError(f"PairLogps.{name} has shape {tuple(logps.shape)}, its mask {tuple(mask.shape)}")
@@ -71,18 +75,20 @@ class LossFn(Protocol):
 class _RegisteredLoss:
     fn: Callable[..., LossOutput]
     requires_reference: bool | Callable[[dict], bool]
+    needs_log_sum_sq: bool = False
 
 
 _REGISTRY: dict[str, _RegisteredLoss] = {}
 
 
 def register_loss(
-    name: str, *, requires_reference: bool | Callable[[dict], bool]
+    name: str, *, requires_reference: bool | Callable[[dict], bool], needs_log_sum_sq: bool = False
 ) -> Callable[[Callable[..., LossOutput]], Callable[..., LossOutput]]:
     """Register ``fn(batch: PairLogps, **hparams) -> LossOutput`` under ``name``.
 
     ``requires_reference`` is a flag, or a function of the bound hyperparameters for losses whose
-    need depends on them (``mix``: whether any of its terms needs one).
+    need depends on them (``mix``: whether any of its terms needs one). ``needs_log_sum_sq`` asks
+    the trainer for ``PairLogps.chosen_log_sum_sq`` / ``rejected_log_sum_sq`` (``wpo``).
 
     >>> @register_loss("my_loss", requires_reference=False)
     ... def my_loss(batch, *, beta: float = 0.1): ...
@@ -91,7 +97,7 @@ def register_loss(
     def decorator(fn: Callable[..., LossOutput]) -> Callable[..., LossOutput]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"a loss named {name!r} is already registered ({_REGISTRY[name].fn.__module__})")
-        _REGISTRY[name] = _RegisteredLoss(fn, requires_reference)
+        _REGISTRY[name] = _RegisteredLoss(fn, requires_reference, needs_log_sum_sq)
         return fn
 
     return decorator
@@ -109,6 +115,7 @@ class _BoundLoss:
         self.hparams = hparams
         needs = entry.requires_reference
         self.requires_reference = needs(hparams) if callable(needs) else needs
+        self.needs_log_sum_sq = entry.needs_log_sum_sq
         self._fn = entry.fn
 
     def __call__(self, batch: PairLogps) -> LossOutput:

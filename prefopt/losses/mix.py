@@ -39,6 +39,8 @@ def _bind_terms(terms: Any) -> list[tuple[str, float, LossFn]]:
         name, weight = hparams.pop("name"), hparams.pop("weight", 1.0)
         if name == "mix":
             raise ValueError(f"loss 'mix': terms[{i}] is itself a mix; list its terms directly")
+        if name == "wpo":
+            raise ValueError(f"loss 'mix': terms[{i}] is wpo; weight the whole mix instead (wpo with base: mix)")
         if name in seen:
             raise ValueError(f"loss 'mix': terms[{i}] repeats {name!r}; give each loss once (add the weights)")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:

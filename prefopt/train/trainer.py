@@ -221,7 +221,10 @@ class PreferenceTrainer(Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean per-example loss of the batch; stores the batch's metrics for :meth:`log`."""
         inputs = self._with_reference(model, inputs)
-        logps = pair_logps(model, inputs, chunk_size=_setting(self.args, "logps_chunk_size"))
+        logps = pair_logps(
+            model, inputs, chunk_size=_setting(self.args, "logps_chunk_size"),
+            log_sum_sq=getattr(self.loss, "needs_log_sum_sq", False),
+        )
         output = self.loss(logps)
         loss = output.loss.mean()
         self._store_metrics(logps, output, "train" if model.training else "eval")

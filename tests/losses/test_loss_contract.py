@@ -13,14 +13,14 @@ from prefopt.losses.aggregate import aggregate
 BUILT_IN = [
     "alphapo", "aot", "aot_unpaired", "apo_down", "apo_zero", "bco_pair", "cpo", "discopop", "dpo",
     "exo_pair", "hinge", "ipo", "ld_dpo", "mix", "nca", "orpo", "r_dpo", "robust", "sft",
-    "sigmoid_norm", "simpo", "sppo_hard", "treg", "treg_simpo",
+    "sigmoid_norm", "simpo", "sppo_hard", "treg", "treg_simpo", "wpo",
 ]  # fmt: skip
 REFERENCE_FREE = {"alphapo", "cpo", "orpo", "sft", "simpo", "treg_simpo"}
 # Losses that sort over the batch: their per-position losses belong to no pair, so no weights.
 BATCH_COUPLED = {"aot", "aot_unpaired"}
 MPO_TERMS = [{"name": "dpo", "weight": 0.8}, {"name": "bco_pair", "weight": 0.2}, {"name": "sft", "weight": 1.0}]
 # The hyperparameters a loss needs to be called at all (everything else has a default).
-REQUIRED = {"mix": {"terms": MPO_TERMS}}
+REQUIRED = {"mix": {"terms": MPO_TERMS}, "wpo": {"base": {"name": "dpo"}}}
 F_DIVERGENCE_LOSSES = {"dpo", "robust", "ipo", "sigmoid_norm", "hinge", "exo_pair", "discopop"}
 
 
@@ -99,13 +99,13 @@ def test_treg_names_the_missing_token_rewards(name, missing):
         get_loss(name)(without(random_batch(0), missing))
 
 
-@pytest.mark.parametrize("name", sorted(set(BUILT_IN) - {"mix"}))
+@pytest.mark.parametrize("name", sorted(set(BUILT_IN) - {"mix", "wpo"}))
 def test_unknown_hyperparameter_is_rejected_eagerly(name):
     with pytest.raises(TypeError, match=r"unknown hyperparameter\(s\) \['betta'\]"):
         get_loss(name, betta=0.1)
 
 
-@pytest.mark.parametrize("name", sorted(set(BUILT_IN) - F_DIVERGENCE_LOSSES - {"mix"}))
+@pytest.mark.parametrize("name", sorted(set(BUILT_IN) - F_DIVERGENCE_LOSSES - {"mix", "wpo"}))
 def test_f_divergence_is_rejected_where_trl_does_not_allow_it(name):
     """TRL: the f-DPO reparameterization's beta log Z(x) cancels only in a chosen-minus-rejected margin."""
     with pytest.raises(TypeError, match=r"unknown hyperparameter\(s\) \['f_divergence'\]") as err:
@@ -161,6 +161,7 @@ def test_mix_is_the_weighted_sum_and_reports_the_first_terms_rewards():
         ([{"name": "dpo"}, {"name": "dpo"}], r"terms\[1\] repeats 'dpo'"),
         ([{"name": "mix", "terms": []}], r"terms\[0\] is itself a mix"),
         ([{"name": "dpo", "beta": -1.0}], "beta must be > 0"),
+        ([{"name": "wpo", "base": {"name": "dpo"}}], r"terms\[0\] is wpo; weight the whole mix"),
     ],
 )
 def test_mix_rejects_bad_terms(terms, message):
@@ -290,3 +291,41 @@ def test_user_registered_loss(scratch_registry):
         loss_fn(without(batch, "ref_chosen", "ref_rejected"))
     with pytest.raises(ValueError, match="already registered"):
         register_loss("dpo", requires_reference=True)(margin_hinge)
+
+
+def test_wpo_weights_the_base_loss_and_composes_with_data_weights():
+    """wpo(base) = w(y_w) w(y_l) * base, with the weight detached; a data weight multiplies on top."""
+    batch = random_batch(8)
+    per_token = lambda x, s, m: ((x.detach() - s) * m).sum(-1) / m.sum(-1)
+    w = torch.exp(per_token(batch.chosen, batch.chosen_log_sum_sq, batch.chosen_mask)
+                  + per_token(batch.rejected, batch.rejected_log_sum_sq, batch.rejected_mask))
+    for base in ({"name": "dpo", "beta": 0.2}, {"name": "simpo"}, {"name": "mix", "terms": MPO_TERMS}):
+        out = get_loss("wpo", base=base)(batch)
+        plain = get_loss(**base)(batch)
+        torch.testing.assert_close(out.loss, w * plain.loss)
+        assert out.metrics["wpo/weight"] == pytest.approx(w.mean().item())
+        assert out.metrics["rewards/margins"] == plain.metrics["rewards/margins"]
+    data_weights = torch.linspace(0.5, 2.0, 6, dtype=torch.float64)
+    weighted = PairLogps(**{**vars(batch), "weights": data_weights})
+    torch.testing.assert_close(
+        get_loss("wpo", base={"name": "dpo"})(weighted).loss, data_weights * w * get_loss("dpo")(batch).loss
+    )
+    assert not get_loss("wpo", base={"name": "simpo"}).requires_reference
+    assert get_loss("wpo", base={"name": "dpo"}).needs_log_sum_sq and not get_loss("dpo").needs_log_sum_sq
+
+
+@pytest.mark.parametrize(
+    ("base", "batch_fields", "message"),
+    [
+        ({"name": "aot"}, {}, "sorts over the batch.*weights"),  # TRL rejects WPO on AOT too
+        ({"name": "dpo"}, {"chosen_log_sum_sq": None}, r"needs PairLogps.chosen_log_sum_sq: .*log_sum_sq=True"),
+        ({"name": "nope"}, {}, "base: unknown loss 'nope'"),
+        ({"name": "wpo", "base": {"name": "dpo"}}, {}, "base is itself wpo"),
+        ("dpo", {}, "base must be a mapping"),
+        ({"name": "dpo", "beta": 0.0}, {}, "beta must be > 0"),
+    ],
+)
+def test_wpo_rejects_what_it_cannot_weight(base, batch_fields, message):
+    batch = PairLogps(**{**vars(random_batch(0)), **batch_fields})
+    with pytest.raises(ValueError, match=message):
+        get_loss("wpo", base=base)(batch)

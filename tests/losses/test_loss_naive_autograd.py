@@ -31,6 +31,8 @@ def naive_pairs(b: PairLogps):
             "ref_l": real(b.ref_rejected, b.rejected_mask, i),
             "rw": real(b.chosen_token_rewards, b.chosen_mask, i),
             "rl": real(b.rejected_token_rewards, b.rejected_mask, i),
+            "sw": real(b.chosen_log_sum_sq, b.chosen_mask, i),
+            "sl": real(b.rejected_log_sum_sq, b.rejected_mask, i),
         }
 
 
@@ -210,6 +212,13 @@ def naive_mpo(p, terms):
 
 MPO = [{"name": "dpo", "weight": 0.8}, {"name": "bco_pair", "weight": 0.2}, {"name": "sft"}]
 
+
+def naive_wpo(p, base):
+    """Eq. 2: w = exp(mean_t(log p_t - log sum p^2)) per response, product over the pair, detached."""
+    weight = torch.exp((p["w"] - p["sw"]).mean() + (p["l"] - p["sl"]).mean()).detach()
+    inner = {"dpo": naive_dpo, "simpo": naive_simpo, "mix": lambda q: naive_mpo(q, MPO)}[base["name"]]
+    return weight * inner(p)
+
 CASES = [
     ("dpo", {}, naive_dpo),
     ("dpo", {"beta": 0.3, "label_smoothing": 0.2}, naive_dpo),
@@ -253,6 +262,9 @@ CASES = [
     ("orpo", {}, naive_orpo),
     ("orpo", {"beta": 0.5}, naive_orpo),
     ("mix", {"terms": MPO}, naive_mpo),
+    ("wpo", {"base": {"name": "dpo"}}, naive_wpo),
+    ("wpo", {"base": {"name": "simpo"}}, naive_wpo),
+    ("wpo", {"base": {"name": "mix", "terms": MPO}}, naive_wpo),
 ]
 
 

@@ -305,3 +305,24 @@ def test_mix_vector_is_mpo():
     """MPO on SPEC §1's pair: 0.8 * DPO 0.598139 + 0.2 * BCO 1.288793 + 1.0 * SFT 1.0 (a(y_w) = -1) = 1.736270."""
     terms = [{"name": "dpo", "weight": 0.8}, {"name": "bco_pair", "weight": 0.2}, {"name": "sft"}]
     assert get_loss("mix", terms=terms)(dpo_vector_pair()).loss.item() == pytest.approx(1.736270, abs=1e-6)
+
+
+def test_wpo_vector():
+    """WPO on SPEC §1's pair. log sum p^2 per token: chosen -1.2, rejected -1.25, so the per-token
+    excess is -1 - (-1.2) = 0.2 and -1.75 - (-1.25) = -0.5; weight e^{0.2} e^{-0.5} = e^{-0.3} = 0.740818.
+    L = 0.740818 * 0.598139 = 0.443112; the weight is a constant, so each chosen token's gradient is
+    0.740818 * (-0.045017) = -0.033349.
+    """
+    batch = pair(
+        tokens(*[-1.0] * 10),
+        tokens(*[-1.75] * 8),
+        ref_chosen=tokens(*[-1.1] * 10),
+        ref_rejected=tokens(*[-1.625] * 8),
+        chosen_log_sum_sq=tokens(*[-1.2] * 10),
+        rejected_log_sum_sq=tokens(*[-1.25] * 8),
+    )
+    out = get_loss("wpo", base={"name": "dpo", "beta": 0.1})(batch)
+    assert out.metrics["wpo/weight"] == pytest.approx(0.740818, abs=1e-6)
+    assert out.loss.item() == pytest.approx(0.443112, abs=1e-6)
+    out.loss.sum().backward()
+    assert torch.allclose(batch.chosen.grad, torch.full_like(batch.chosen, -0.033349), atol=1e-6)

@@ -60,9 +60,12 @@ def injecting_forward(fused_forward, seen, key):
     def forward(*args, labels, **kwargs):
         outputs = fused_forward(*args, labels=labels, **kwargs)
         logits = fused_forward(input_ids=kwargs["input_ids"], attention_mask=kwargs["attention_mask"]).logits
-        token_logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, kwargs["input_ids"][:, 1:, None])
+        all_logps = torch.log_softmax(logits[:, :-1], dim=-1)
+        token_logps = all_logps.gather(-1, kwargs["input_ids"][:, 1:, None])
         outputs.log_probs = token_logps.squeeze(-1).masked_fill(labels[:, 1:] == -100, 0.0)
+        outputs.log_sum_sq_probs = torch.logsumexp(2 * all_logps, dim=-1)  # WPO: log sum_v p(v)^2
         seen[key] = outputs.log_probs
+        seen[f"{key}_log_sum_sq"] = outputs.log_sum_sq_probs
         return outputs
 
     return forward
@@ -127,7 +130,11 @@ def run_dpo_trainer(tmp_path, tokenizer, models, pairs=PAIRS, **config):
     ref_logps, _ = left_justify(seen["reference"], shifted_mask)
     chosen, rejected, chosen_mask, rejected_mask = split_pairs(policy_logps, mask)
     ref_chosen, ref_rejected, _, _ = split_pairs(ref_logps, mask)
-    pair = PairLogps(chosen, rejected, chosen_mask, rejected_mask, ref_chosen, ref_rejected)
+    sum_sq_chosen, sum_sq_rejected, _, _ = split_pairs(left_justify(seen["policy_log_sum_sq"], shifted_mask)[0], mask)
+    pair = PairLogps(
+        chosen, rejected, chosen_mask, rejected_mask, ref_chosen, ref_rejected,
+        chosen_log_sum_sq=sum_sq_chosen, rejected_log_sum_sq=sum_sq_rejected,
+    )
     return trl_loss.item(), trl_metrics, pair
 
 
@@ -194,6 +201,15 @@ def run_dpo_trainer(tmp_path, tokenizer, models, pairs=PAIRS, **config):
             {"terms": [{"name": "dpo", "weight": 0.7}, {"name": "hinge", "weight": 0.3}]},
             True,
         ),
+        # WPO weighting (TRL use_weighting) of a loss and of a loss list
+        ({"loss_type": ["sigmoid"], "use_weighting": True}, "wpo", {"base": {"name": "dpo"}}, True),
+        ({"loss_type": ["ipo"], "beta": 0.5, "use_weighting": True}, "wpo", {"base": {"name": "ipo", "beta": 0.5}}, False),
+        (
+            {"loss_type": ["sigmoid", "bco_pair"], "loss_weights": [0.8, 0.2], "use_weighting": True},
+            "wpo",
+            {"base": {"name": "mix", "terms": [{"name": "dpo", "weight": 0.8}, {"name": "bco_pair", "weight": 0.2}]}},
+            True,
+        ),
     ],
 )
 def test_matches_trl_dpo_trainer(tmp_path, tiny_tokenizer, models, trl_config, name, hparams, same_metrics):
@@ -208,6 +224,9 @@ def test_matches_trl_dpo_trainer(tmp_path, tiny_tokenizer, models, trl_config, n
     assert trl_loss != pytest.approx(0.0, abs=1e-3)
     if same_metrics:
         assert_same_metrics(out.metrics, trl_metrics)
+    if name == "wpo":  # the weights matter: the unweighted base loss does not match
+        base = dict(hparams["base"])
+        assert abs(get_loss(base.pop("name"), **base)(pair).loss.mean().item() - trl_loss) > 1e-4
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,7 @@ EXPECTED = {
     "r_dpo": ({"beta": 0.1, "alpha": 0.05}, *summed(0.1)),
     "treg": ({"beta": 0.1, "alpha": 0.25}, *summed(0.1)),
     "mix": ({"terms": MPO}, *summed(0.1)),  # the first term's (dpo) metrics
+    "wpo": ({"base": {"name": "ipo", "beta": 0.1}}, mean, lambda p, s: 0.1 * rho(p, s) / len(p[s])),  # the base's
     "ipo": ({"beta": 0.1}, mean, lambda p, s: 0.1 * rho(p, s) / len(p[s])),
     "sigmoid_norm": ({"beta": 0.5}, mean, lambda p, s: 0.5 * rho(p, s) / len(p[s])),
     "ld_dpo": ({"beta": 0.1, "ld_alpha": 0.5}, ld, lambda p, s: 0.1 * (ld(p, s) - ld(p, s, ref=True))),
@@ -87,13 +88,15 @@ def test_every_registered_loss_has_an_expectation():
     assert sorted(EXPECTED) == available_losses()
 
 
-def completion_logps(model, prompt_ids, completion_ids) -> torch.Tensor:
-    """log pi(y_t | x, y_<t) for each completion token, from one unpadded forward."""
+def completion_logps(model, prompt_ids, completion_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi(y_t | x, y_<t) and log sum_v pi(v | x, y_<t)^2 per completion token, one unpadded forward."""
     ids = torch.tensor([prompt_ids + completion_ids])
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, :-1].double()
-    token_logps = torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
-    return token_logps[-len(completion_ids):]
+    all_logps = torch.log_softmax(logits, -1)
+    token_logps = all_logps.gather(-1, ids[0, 1:, None]).squeeze(-1)
+    n = len(completion_ids)
+    return token_logps[-n:], torch.logsumexp(2 * all_logps, -1)[-n:]
 
 
 class ExpectedMetrics(TrainerCallback):
@@ -108,10 +111,11 @@ class ExpectedMetrics(TrainerCallback):
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         pairs = []
         for row in self.rows:
-            pair = {"w": completion_logps(model, row["prompt_ids"], row["chosen_ids"]),
-                    "l": completion_logps(model, row["prompt_ids"], row["rejected_ids"])}
-            pair["ref_w"] = completion_logps(self.reference, row["prompt_ids"], row["chosen_ids"])
-            pair["ref_l"] = completion_logps(self.reference, row["prompt_ids"], row["rejected_ids"])
+            pair = {}
+            pair["w"], pair["sw"] = completion_logps(model, row["prompt_ids"], row["chosen_ids"])
+            pair["l"], pair["sl"] = completion_logps(model, row["prompt_ids"], row["rejected_ids"])
+            pair["ref_w"], _ = completion_logps(self.reference, row["prompt_ids"], row["chosen_ids"])
+            pair["ref_l"], _ = completion_logps(self.reference, row["prompt_ids"], row["rejected_ids"])
             pair["rw"], pair["rl"] = torch.tensor(row["chosen_token_rewards"]), torch.tensor(row["rejected_token_rewards"])
             pairs.append(pair)
         chosen = torch.stack([self.reward_of(p, "w") for p in pairs])
@@ -141,7 +145,10 @@ def as_pair_logps(pairs) -> PairLogps:
         return values, mask
 
     (w, wm), (l, lm) = pad("w"), pad("l")
-    return PairLogps(w, l, wm, lm, pad("ref_w")[0], pad("ref_l")[0], pad("rw")[0], pad("rl")[0])
+    return PairLogps(
+        w, l, wm, lm, pad("ref_w")[0], pad("ref_l")[0], pad("rw")[0], pad("rl")[0],
+        chosen_log_sum_sq=pad("sw")[0], rejected_log_sum_sq=pad("sl")[0],
+    )
 
 
 def tokenized_pairs(tokenizer):
