@@ -233,17 +233,19 @@ class PreferenceTrainer(Trainer):
         return loss
 
     def _store_metrics(self, logps: PairLogps, output: LossOutput, mode: str) -> None:
-        """Store this step's loss metrics, averaged over processes.
+        """Store this step's loss metrics, averaged over all processes' pairs.
 
         The metrics are the loss's own (:func:`prefopt.losses.common.finish` computes the standard
-        ones once, from the quantities the loss compares); nothing is recomputed here.
+        ones once, from the quantities the loss compares); nothing is recomputed here. Each
+        process's batch means are weighted by its number of pairs, so an uneven last batch
+        averages exactly.
         """
         if not output.metrics:
             return
-        device = logps.chosen.device
-        scalars = torch.tensor([float(v) for v in output.metrics.values()], device=device)
-        means = self.accelerator.gather(scalars[None]).reshape(-1, len(scalars)).mean(0).tolist()
-        for name, value in zip(output.metrics, means):
+        pairs = float(logps.chosen.shape[0])
+        row = torch.tensor([pairs, *(pairs * float(v) for v in output.metrics.values())], device=logps.chosen.device)
+        totals = self.accelerator.gather(row[None]).reshape(-1, len(row)).sum(0)
+        for name, value in zip(output.metrics, (totals[1:] / totals[0]).tolist()):
             self._metrics[mode][name].append(value)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
