@@ -146,3 +146,19 @@ def get_loss(name: str, **hparams) -> LossFn:
             hint = f" (f-divergences apply only to losses on the chosen-minus-rejected margin: {', '.join(takers)})"
         raise TypeError(f"loss {name!r} got unknown hyperparameter(s) {unknown}; valid: {valid}{hint}")
     return _BoundLoss(name, entry, hparams)
+
+
+def loss_from_spec(spec: object, where: str) -> LossFn:
+    """Bind a nested loss spec ``{name: <loss>, <its hyperparameters>}`` (a ``mix`` term, ``wpo``'s base).
+
+    Problems raise ``ValueError`` prefixed with ``where`` (e.g. ``loss 'mix': terms[1]``), so recipe
+    validation reports them as one line under the owning key.
+    """
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"{where} must be a mapping {{name: <loss>, <its hyperparameters>}}, got {spec!r}")
+    hparams = dict(spec)
+    name = hparams.pop("name")
+    try:
+        return get_loss(name, **hparams)
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{where}: {str(err).strip(chr(34))}") from None

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from prefopt.losses.base import LossFn, LossOutput, PairLogps, get_loss, register_loss
+from prefopt.losses.base import LossFn, LossOutput, PairLogps, loss_from_spec, register_loss
 from prefopt.losses.common import scalar_metrics
 
 
@@ -33,22 +33,18 @@ def _bind_terms(terms: Any) -> list[tuple[str, float, LossFn]]:
         raise ValueError("loss 'mix': terms must be a non-empty list of {name: <loss>, weight: <float>, ...}")
     bound, seen = [], set()
     for i, term in enumerate(terms):
-        if not isinstance(term, dict) or "name" not in term:
-            raise ValueError(f"loss 'mix': terms[{i}] must be a mapping with a 'name' key, got {term!r}")
-        hparams = dict(term)
-        name, weight = hparams.pop("name"), hparams.pop("weight", 1.0)
+        where = f"loss 'mix': terms[{i}]"
+        spec = {k: v for k, v in term.items() if k != "weight"} if isinstance(term, dict) else term
+        name, weight = (term.get("name"), term.get("weight", 1.0)) if isinstance(term, dict) else (None, None)
         if name == "mix":
-            raise ValueError(f"loss 'mix': terms[{i}] is itself a mix; list its terms directly")
+            raise ValueError(f"{where} is itself a mix; list its terms directly")
         if name == "wpo":
-            raise ValueError(f"loss 'mix': terms[{i}] is wpo; weight the whole mix instead (wpo with base: mix)")
+            raise ValueError(f"{where} is wpo; weight the whole mix instead (wpo with base: mix)")
         if name in seen:
-            raise ValueError(f"loss 'mix': terms[{i}] repeats {name!r}; give each loss once (add the weights)")
+            raise ValueError(f"{where} repeats {name!r}; give each loss once (add the weights)")
+        loss_fn = loss_from_spec(spec, where)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
-            raise ValueError(f"loss 'mix': terms[{i}].weight must be a finite number > 0, got {weight!r}")
-        try:
-            loss_fn = get_loss(name, **hparams)
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"loss 'mix': terms[{i}]: {str(err).strip(chr(34))}") from None
+            raise ValueError(f"{where}.weight must be a finite number > 0, got {weight!r}")
         seen.add(name)
         bound.append((name, float(weight), loss_fn))
     return bound

@@ -26,21 +26,14 @@ from typing import Any
 import torch
 
 from prefopt.losses.aggregate import aggregate
-from prefopt.losses.base import LossFn, LossOutput, PairLogps, get_loss, register_loss
+from prefopt.losses.base import LossFn, LossOutput, PairLogps, loss_from_spec, register_loss
 from prefopt.losses.common import scalar_metrics
 
 
 def _bind_base(base: Any) -> LossFn:
-    if not isinstance(base, dict) or "name" not in base:
-        raise ValueError(f"loss 'wpo': base must be a mapping {{name: <loss>, <its hyperparameters>}}, got {base!r}")
-    hparams = dict(base)
-    name = hparams.pop("name")
-    if name == "wpo":
+    if isinstance(base, dict) and base.get("name") == "wpo":
         raise ValueError("loss 'wpo': base is itself wpo; give the loss to weight")
-    try:
-        return get_loss(name, **hparams)
-    except (KeyError, TypeError) as err:
-        raise ValueError(f"loss 'wpo': base: {str(err).strip(chr(34))}") from None
+    return loss_from_spec(base, "loss 'wpo': base")
 
 
 def _needs_reference(hparams: dict) -> bool:

@@ -153,7 +153,7 @@ def test_mix_is_the_weighted_sum_and_reports_the_first_terms_rewards():
     [
         ([], "non-empty list"),
         ("dpo", "non-empty list"),
-        ([{"weight": 1.0}], r"terms\[0\] must be a mapping with a 'name'"),
+        ([{"weight": 1.0}], r"terms\[0\] must be a mapping \{name: <loss>"),
         ([{"name": "dpo"}, {"name": "nope"}], r"terms\[1\]: unknown loss 'nope'"),
         ([{"name": "dpo", "betta": 0.1}], r"terms\[0\]: loss 'dpo' got unknown hyperparameter"),
         ([{"name": "dpo", "weight": 0}], r"terms\[0\].weight must be a finite number > 0"),
