@@ -117,7 +117,8 @@ class LossConfig(Section):
     and cached on disk), ``live`` (a frozen reference model runs every step) or
     ``adapter_disabled`` (the LoRA policy with adapters off; no second model). ``reference_model``
     names a different reference model (default: the initial policy). ``name: mix`` with a
-    ``terms`` list combines registered losses with weights (see ``prefopt/losses/mix.py``).
+    ``terms`` list combines registered losses with weights, ``name: wpo`` with a ``base`` loss
+    WPO-weights it (``prefopt/losses/mix.py``, ``wpo.py``).
     """
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
