@@ -37,9 +37,11 @@ import sys
 import time
 from pathlib import Path
 
-from prefopt.annotate import ScoreCache, Scorer, load_criteria, score_responses, wilson_interval, write_rows
+from prefopt.annotate import ScoreCache, Scorer, load_criteria, score_responses
 from prefopt.data import load_pairs
+from prefopt.io import write_rows
 from prefopt.models import load_model, load_tokenizer
+from prefopt.stats import wilson_interval
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "hh_rlhf_harmless" / "test.jsonl.gz"
@@ -74,7 +76,7 @@ def sample_pairs(args: argparse.Namespace, path: Path) -> list[dict]:
             f"{args.data}: only {len(eligible)} pairs fit the token caps; lower --n or raise the caps"
         )
     sample = random.Random(args.seed).sample(eligible, args.n)
-    write_rows(sample, path)
+    write_rows(path, sample)
     print(f"sampled {args.n} of {len(eligible)} eligible pairs ({len(pairs)} valid) -> {path}", flush=True)
     return sample
 

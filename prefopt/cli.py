@@ -1,9 +1,13 @@
 """The ``prefopt`` command (also ``python -m prefopt``).
 
 Each command group is a module in ``prefopt/commands/`` exposing ``register(subparsers)``; adding
-a command is one module plus one line in :data:`COMMANDS`. Configuration and data errors print a
-one-paragraph message (no traceback) and exit with status 2 (recipe) or 1 (data); ``--debug``
-shows the traceback.
+a command is one module plus one line in :data:`COMMANDS`. A user error
+(:class:`prefopt.errors.UserError`: a recipe key, a data row, a file; or a missing file) prints one
+message naming it, without a traceback, and exits with its status (2 for a recipe, 1 otherwise);
+``--debug``, anywhere on the command line, shows the traceback instead.
+
+Start-up imports only the standard library and the command modules, which import torch,
+transformers and datasets inside their ``run_*`` functions, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -14,9 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from prefopt import __version__
-from prefopt.config import RecipeError
-from prefopt.data import DataSourceError, DataValidationError
-from prefopt.data.tokenize import TemplateMismatch
+from prefopt.errors import UserError
 
 COMMANDS: tuple[str, ...] = (
     "prefopt.commands.train",
@@ -26,14 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "prefopt.commands.annotate",
 )
 
-# exception type -> exit status; these are the user's to fix, so no traceback by default
-USER_ERRORS: tuple[tuple[type[Exception], int], ...] = (
-    (RecipeError, 2),
-    (DataValidationError, 1),
-    (DataSourceError, 1),
-    (TemplateMismatch, 1),
-    (FileNotFoundError, 1),
-)
+DEBUG_FLAG = "--debug"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Run 'prefopt COMMAND --help' for a command's options; docs/getting-started.md has a walkthrough.",
     )
     parser.add_argument("--version", action="version", version=f"prefopt {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of configuration and data errors")
+    parser.add_argument(
+        DEBUG_FLAG, action="store_true", help="show the full traceback of user errors (allowed anywhere on the line)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(subparsers)
@@ -53,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command and return its exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv  # accepted after the command too: prefopt train r.yaml --debug
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args([item for item in argv if item != DEBUG_FLAG])
     # argparse stops filling a nargs="*" positional at the first option: RECIPE --dry-run key=value
     options = [item for item in extra if item.startswith("-")]
     if options or (extra and not isinstance(getattr(args, "overrides", None), list)):
@@ -63,12 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides += extra
     try:
         return int(args.func(args) or 0)
-    except tuple(error for error, _ in USER_ERRORS) as err:
-        if args.debug:
+    except (UserError, FileNotFoundError) as err:
+        if debug:
             raise
-        status = next(code for error, code in USER_ERRORS if isinstance(err, error))
         print(f"prefopt {args.command}: error: {err}", file=sys.stderr)
-        return status
+        return err.exit_status if isinstance(err, UserError) else 1
     except KeyboardInterrupt:
         print(f"prefopt {args.command}: interrupted", file=sys.stderr)
         return 130

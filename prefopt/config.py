@@ -16,24 +16,26 @@ shared too. A YAML file with a top-level ``rounds:`` key is a rounds recipe.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from transformers.trainer_utils import SchedulerType
-from transformers.training_args import OptimizerNames
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prefopt.data.formats import FORMATS
 from prefopt.data.tokenize import Truncation
+from prefopt.errors import UserError
 from prefopt.losses import PairLogps, available_losses, get_loss
 
-Reference = Literal["precomputed", "live", "adapter_disabled"]
+#: How a loss that needs one gets its reference log-probs (``loss.reference``; the trainer's ``reference``).
+ReferenceMode = Literal["precomputed", "live", "adapter_disabled"]
+REFERENCE_MODES: tuple[str, ...] = get_args(ReferenceMode)
 ROUNDS_KEY = "rounds"
 
 
-class RecipeError(ValueError):
-    """A recipe that cannot be used; the message names the file, the key and what to do."""
+class RecipeError(UserError):
+    """A recipe that cannot be used; the message names the file, the key and what to do (exit status 2)."""
+
+    exit_status = 2
 
 
 class Section(BaseModel):
@@ -70,7 +72,7 @@ class ModelConfig(Section):
     def _check_qlora(self) -> ModelConfig:
         if self.qlora and self.lora is None:
             raise ValueError("model.qlora trains LoRA adapters on a 4-bit base; add a model.lora section")
-        if self.qlora and not torch.cuda.is_available():
+        if self.qlora and not _cuda_available():
             raise ValueError(
                 "model.qlora needs a CUDA GPU: bitsandbytes 4-bit layers have no CPU kernels. "
                 "Set model.qlora=false (plain LoRA) to train on this machine"
@@ -102,8 +104,16 @@ class DataConfig(Section):
         return self
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _dummy_pair() -> PairLogps:
     """A one-pair, one-token batch with every optional field, to let a loss check its hyperparameters."""
+    import torch
+
     one = torch.full((1, 1), -1.0)
     mask = torch.ones((1, 1), dtype=torch.bool)
     zeros = torch.zeros((1, 1))
@@ -124,7 +134,7 @@ class LossConfig(Section):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     name: str
-    reference: Reference | None = None
+    reference: ReferenceMode | None = None
     reference_model: str | None = None
     reference_batch_size: int = Field(8, gt=0)
     reference_cache_dir: str | None = None
@@ -164,15 +174,45 @@ class LossConfig(Section):
         return self
 
 
+DEFAULT_SCHEDULER = "cosine"
+DEFAULT_OPTIMIZER = "adamw_torch"
+
+
+def _transformers_names(key: str) -> tuple[str, ...]:
+    """The values ``transformers`` accepts for ``optim.scheduler`` / ``optim.optimizer``."""
+    if key == "scheduler":
+        from transformers.trainer_utils import SchedulerType
+
+        return tuple(s.value for s in SchedulerType)
+    from transformers.training_args import OptimizerNames
+
+    return tuple(o.value for o in OptimizerNames)
+
+
 class OptimConfig(Section):
-    """Optimizer and schedule (names are ``transformers`` ``optim`` / ``lr_scheduler_type`` values)."""
+    """Optimizer and schedule (names are ``transformers`` ``optim`` / ``lr_scheduler_type`` values).
+
+    A name other than the default is checked against ``transformers``' own enums at load (which
+    imports ``transformers``, a few seconds); the defaults are known-good, so most recipes validate
+    without it.
+    """
 
     lr: float = Field(1e-6, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    scheduler: Literal[tuple(s.value for s in SchedulerType)] = "cosine"  # type: ignore[valid-type]
-    optimizer: Literal[tuple(o.value for o in OptimizerNames)] = "adamw_torch"  # type: ignore[valid-type]
+    scheduler: str = DEFAULT_SCHEDULER
+    optimizer: str = DEFAULT_OPTIMIZER
     max_grad_norm: float = Field(1.0, gt=0)
+
+    @field_validator("scheduler", "optimizer")
+    @classmethod
+    def _check_name(cls, value: str, info: Any) -> str:
+        if value == cls.model_fields[info.field_name].default:
+            return value
+        names = _transformers_names(info.field_name)
+        if value not in names:
+            raise ValueError(f"must be one of {', '.join(repr(n) for n in names)}; got {value!r}")
+        return value
 
 
 class TrainConfig(Section):

@@ -169,6 +169,8 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[str, str | None]:
         return str(ensure_builtin(text.lower())), None
     if text.endswith(".gguf") and Path(text).is_file():
         return str(Path(text).parent), Path(text).name
+    if text.startswith((".", "/", "~")) and not Path(text).expanduser().exists():  # a path, not a Hub id
+        raise FileNotFoundError(f"{text}: no such model directory or file (built-in names: {', '.join(BUILTIN_MODELS)})")
     return text, None
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -33,35 +32,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prefopt.data.collate import PairCollator
+from prefopt.fingerprint import model_fingerprint
+from prefopt.io import atomic_path
 from prefopt.logps import completion_logps
 from prefopt.models import cache_root
 
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 _FORMAT = "prefopt-reference-v1"
-
-
-def _adapter_names(model: nn.Module) -> set[str]:
-    return set(getattr(model, "peft_config", {}) or {})
-
-
-def model_fingerprint(model: nn.Module, *, disable_adapter: bool = False) -> str:
-    """Hex digest of the model's identity, config and every parameter's bytes (see module doc)."""
-    digest = hashlib.blake2b(digest_size=16)
-    config = getattr(model, "config", None)
-    digest.update(str(getattr(model, "name_or_path", "") or getattr(config, "_name_or_path", "")).encode())
-    if config is not None:
-        digest.update(config.to_json_string(use_diff=False).encode())
-        digest.update(str(getattr(config, "_attn_implementation", "")).encode())
-    skip = _adapter_names(model) if disable_adapter else set()
-    digest.update(f"disable_adapter={disable_adapter}".encode())
-    for name, param in model.named_parameters():
-        if skip & set(name.split(".")):
-            continue
-        tensor = param.detach().reshape(-1).contiguous().cpu()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(param.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().data)
-    return digest.hexdigest()
 
 
 def data_fingerprint(dataset: datasets.Dataset) -> str:
@@ -137,18 +115,6 @@ def _compute(
     }
 
 
-def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _load_matching(path: Path, dataset: datasets.Dataset) -> dict[str, torch.Tensor] | None:
     """The cached tensors, if the file exists and its row lengths match ``dataset``."""
     if not path.is_file():
@@ -198,7 +164,8 @@ def add_reference_logps(
             model, dataset, collator or PairCollator(0), batch_size, chunk_size, disable_adapter, progress
         )
         metadata = {"format": _FORMAT, "rows": str(len(dataset)), "model": str(getattr(model, "name_or_path", ""))}
-        _save_atomic(tensors, path, metadata)
+        with atomic_path(path) as tmp:
+            save_file(tensors, tmp, metadata=metadata)
     return _with_columns(dataset, tensors)
 
 

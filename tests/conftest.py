@@ -81,3 +81,17 @@ def save_tiny_model(path: str | Path, seed: int = 0) -> str:
 def tiny_model_dir(tmp_path_factory) -> str:
     """A saved tiny model + tokenizer directory, shared by the tests of one session (treat as read-only)."""
     return save_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny")
+
+
+@pytest.fixture()
+def raise_at(monkeypatch):
+    """``raise_at(point)``: make :func:`prefopt.io.fault_point` raise :class:`~prefopt.io.InjectedFault` at ``point``."""
+    from prefopt.io import FAULT_ENV
+
+    monkeypatch.setenv(f"{FAULT_ENV}_MODE", "raise")
+    return lambda point: monkeypatch.setenv(FAULT_ENV, point)
+
+
+def temporaries(root: Path) -> list[Path]:
+    """The ``.tmp-*`` files and directories under ``root`` (what an atomic write leaves if killed)."""
+    return sorted(root.rglob(".tmp-*"))

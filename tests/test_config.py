@@ -132,6 +132,22 @@ def test_other_cross_field_checks(recipe_file):
     assert "train.batch_size: Input should be greater than 0" in error_of(recipe_file, "train.batch_size=0")
 
 
+def test_optimizer_and_scheduler_names_are_transformers_own(recipe_file):
+    """Defaults validate without importing transformers; any other name is checked against its enums."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    from prefopt.config import OptimConfig
+
+    defaults = OptimConfig()
+    assert defaults.scheduler in {s.value for s in SchedulerType}
+    assert defaults.optimizer in {o.value for o in OptimizerNames}
+    recipe = load_recipe(recipe_file, ["optim.optimizer=sgd", "optim.scheduler=constant_with_warmup"])
+    assert (recipe.optim.optimizer, recipe.optim.scheduler) == ("sgd", "constant_with_warmup")
+    assert "optim.optimizer: must be one of 'adamw_torch'" in error_of(recipe_file, "optim.optimizer=adam_w")
+    assert "optim.scheduler: must be one of" in error_of(recipe_file, "optim.scheduler=adamw_torch")  # per field
+
+
 def test_every_problem_is_reported_at_once(recipe_file):
     message = error_of(recipe_file, "train.batch_size=0", "optim.lr=-1", "logging.colour=1")
     assert all(key in message for key in ("train.batch_size:", "optim.lr:", "logging.colour:"))

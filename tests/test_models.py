@@ -69,9 +69,17 @@ def test_cache_is_rebuilt_only_when_the_gguf_changes(cache, monkeypatch):
     assert converted == [{"name": "fake", "size": 1}, {"name": "fake", "size": 2}]
 
 
-def test_bad_dtype_is_rejected():
+def test_bad_dtype_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="dtype must be one of"):
-        models.load_model("/nonexistent", dtype="fp8")
+        models.load_model(tmp_path, dtype="fp8")
+
+
+def test_a_missing_local_model_path_names_the_path(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(FileNotFoundError, match=rf"{missing}: no such model directory or file \(built-in names: "):
+        models.load_model(missing)
+    with pytest.raises(FileNotFoundError, match="no such model"):
+        models.load_tokenizer("./no-such-model-here")
 
 
 @pytest.mark.slow

@@ -76,7 +76,7 @@ def smoke_pairs(recipe_path: Path, tmp_path: Path, model_dir: str) -> str:
                 str(subset),
                 "--out",
                 str(annotated),
-                "--no-progress",
+                "--quiet",
             ]
         )
         == 0

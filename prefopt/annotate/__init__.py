@@ -16,12 +16,10 @@ from prefopt.annotate.cdr import (
     density_ratio,
     pairs_from_candidates,
     relabel_pairs,
-    wilson_interval,
 )
 from prefopt.annotate.criteria import PRESETS, Criteria, Exemplar, load_criteria
-from prefopt.annotate.io import read_candidates, write_rows
+from prefopt.annotate.io import read_candidates
 from prefopt.annotate.scoring import (
-    BoundaryError,
     ResponseScore,
     Scorer,
     format_conversation,
@@ -36,7 +34,6 @@ from prefopt.annotate.treg import (
 
 __all__ = [
     "PRESETS",
-    "BoundaryError",
     "CDRAnnotator",
     "Criteria",
     "Exemplar",
@@ -56,6 +53,4 @@ __all__ = [
     "relabel_pairs",
     "score_responses",
     "token_rewards",
-    "wilson_interval",
-    "write_rows",
 ]

@@ -1,9 +1,9 @@
 """On-disk cache of per-response scores: append-only JSON Lines with atomic finalization.
 
-Each line is ``{"key": <sha256 of model fingerprint + formatted texts>, "logp": float, "n_tokens": int}``.
+Each line is ``{"key": <sha256 of the scorer fingerprint + formatted texts>, "logp": float, "n_tokens": int}``.
 Scores are appended (and fsynced) after every batch, so a run killed at any moment keeps all
 finished batches; a half-written last line is ignored on the next load. :meth:`ScoreCache.finalize`
-rewrites the file without duplicates through a temporary file and ``os.replace``.
+rewrites the file without duplicates, atomically (:func:`prefopt.io.write_jsonl`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import json
 import logging
 import os
 from pathlib import Path
+
+from prefopt.io import write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +54,8 @@ class ScoreCache:
         """Add scores and append them to the file, flushed and fsynced before returning."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
-            for key, (logp, n_tokens) in scores.items():
-                handle.write(json.dumps({"key": key, "logp": logp, "n_tokens": n_tokens}) + "\n")
+            for key, score in scores.items():
+                handle.write(json.dumps(self._record(key, score)) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         self._scores.update(scores)
@@ -62,13 +64,8 @@ class ScoreCache:
         """Rewrite the file with one line per key, atomically (temporary file, then rename)."""
         if not self._scores:
             return
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        try:
-            with tmp.open("w", encoding="utf-8") as handle:
-                for key, (logp, n_tokens) in self._scores.items():
-                    handle.write(json.dumps({"key": key, "logp": logp, "n_tokens": n_tokens}) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_jsonl(self.path, (self._record(key, score) for key, score in self._scores.items()))
+
+    @staticmethod
+    def _record(key: str, score: tuple[float, int]) -> dict[str, object]:
+        return {"key": key, "logp": score[0], "n_tokens": score[1]}

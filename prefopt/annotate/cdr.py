@@ -25,6 +25,7 @@ from typing import Any, Literal
 from prefopt.annotate.cache import ScoreCache
 from prefopt.annotate.criteria import Criteria
 from prefopt.annotate.scoring import Prompt, Response, ResponseScore, Scorer, score_responses
+from prefopt.stats import wilson_interval
 
 Normalize = Literal["sum", "mean"]
 OnDisagree = Literal["keep", "flip", "drop"]
@@ -122,16 +123,6 @@ def pairs_from_candidates(
         "normalize": annotator.normalize,
     }
     return pairs, report
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score 95% confidence interval of a binomial proportion (``(nan, nan)`` for ``n = 0``)."""
-    if n == 0:
-        return math.nan, math.nan
-    p = successes / n
-    center = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return center - half, center + half
 
 
 @dataclass

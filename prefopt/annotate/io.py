@@ -1,15 +1,9 @@
-"""Files of the annotate commands: candidate rows in, annotated pairs out (JSON Lines or parquet)."""
+"""Candidate rows for ``prefopt annotate cdr --candidates`` (annotated pairs are written by :func:`prefopt.io.write_rows`)."""
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from prefopt.data.errors import DataValidationError, Problem
 from prefopt.data.sources import read_rows
@@ -67,24 +61,4 @@ def read_candidates(path: str | Path) -> list[dict[str, Any]]:
             rows.append({k: row[k] for k in ("id", "prompt", "candidates") if k in row})
     if problems:
         raise DataValidationError(problems, n_rows=raw.n_rows, hint="Fix these candidate rows and rerun.")
-    if not rows:
-        raise ValueError(f"{raw.source}: contains no candidate rows")
-    return rows
-
-
-def write_rows(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Write rows as parquet (``.parquet``) or JSON Lines (anything else), atomically via a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        if path.suffix == ".parquet":
-            pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
-        else:
-            with tmp.open("w", encoding="utf-8") as handle:
-                for row in rows:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return rows  # not empty: read_rows rejects a source without rows

@@ -9,7 +9,7 @@ Each model formats the conversation with its *own* tokenizer and chat template (
 
 The prompt/response token boundary is asserted: the prompt's tokens must be an exact prefix of the
 full text's tokens. A tokenizer that merges a token across the boundary raises
-:class:`BoundaryError` instead of silently shifting the response by a token. The response tokens
+:class:`~prefopt.data.tokenize.TemplateMismatch` instead of silently shifting the response by a token. The response tokens
 are the full tokens after the prompt, cut after the last EOS (template whitespace such as ChatML's
 trailing newline is not scored) or with EOS appended if the template emits none, the same rule the
 data pipeline uses for training completions.
@@ -22,7 +22,6 @@ fingerprint and the formatted texts, so an interrupted run resumes where it stop
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,14 +30,13 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prefopt.annotate.cache import ScoreCache
+from prefopt.data.collate import sequence_batch
+from prefopt.data.tokenize import TemplateMismatch, split_conversation
+from prefopt.fingerprint import model_fingerprint, tokenizer_fingerprint
 from prefopt.logps import completion_logps
 
 Prompt = str | list[dict]
 Response = str | list[dict]
-
-
-class BoundaryError(ValueError):
-    """The formatted prompt is not a token prefix of the formatted conversation."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +51,8 @@ class Scorer:
     def create(
         cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fingerprint: str | None = None
     ) -> Scorer:
-        """Wrap ``model``/``tokenizer``; the fingerprint defaults to :func:`model_fingerprint`."""
-        return cls(model, tokenizer, fingerprint or model_fingerprint(model, tokenizer))
+        """Wrap ``model``/``tokenizer``; the fingerprint defaults to :func:`scorer_fingerprint`."""
+        return cls(model, tokenizer, fingerprint or scorer_fingerprint(model, tokenizer))
 
 
 @dataclass(frozen=True)
@@ -72,16 +70,10 @@ class _Encoded:
     response_ids: list[int]
 
 
-def model_fingerprint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> str:
-    """SHA-256 of the model's class, config and every parameter's bytes, and the tokenizer's vocab/template."""
-    digest = hashlib.sha256(type(model).__name__.encode())
-    digest.update(model.config.to_json_string(use_diff=False).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-    digest.update(str(tokenizer.chat_template).encode())
-    return digest.hexdigest()
+def scorer_fingerprint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> str:
+    """The score cache's identity of a (model, tokenizer): :func:`prefopt.fingerprint.model_fingerprint`
+    and :func:`~prefopt.fingerprint.tokenizer_fingerprint` together."""
+    return f"{model_fingerprint(model)}-{tokenizer_fingerprint(tokenizer)}"
 
 
 def _messages(prompt: Prompt) -> list[dict]:
@@ -128,32 +120,12 @@ def format_conversation(
 def split_tokens(
     tokenizer: PreTrainedTokenizerBase, prompt_text: str, full_text: str
 ) -> tuple[list[int], list[int]]:
-    """Tokenize both texts and return ``(prompt_ids, response_ids)``; raises :class:`BoundaryError`."""
-    if not full_text.startswith(prompt_text):
-        raise BoundaryError(
-            "the chat template renders the prompt differently once the response follows it "
-            f"(prompt ends {prompt_text[-40:]!r}); use a template whose generation prompt is a prefix of the conversation"
-        )
+    """``(prompt_ids, response_ids)`` by the training pipeline's boundary and EOS rule
+    (:func:`prefopt.data.tokenize.split_conversation`); raises :class:`TemplateMismatch`."""
     specials = not tokenizer.chat_template  # a template writes its own BOS
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=specials)["input_ids"]
-    full_ids = tokenizer(full_text, add_special_tokens=specials)["input_ids"]
-    if full_ids[: len(prompt_ids)] != prompt_ids:
-        at = next((i for i, (a, b) in enumerate(zip(prompt_ids, full_ids)) if a != b), len(full_ids))
-        raise BoundaryError(
-            f"{type(tokenizer).__name__} merges tokens across the prompt/response boundary: prompt token {at} is "
-            f"{tokenizer.convert_ids_to_tokens(prompt_ids[at : at + 1])} alone but "
-            f"{tokenizer.convert_ids_to_tokens(full_ids[at : at + 1])} in the conversation "
-            f"(response starts {full_text[len(prompt_text) :][:30]!r}); change the chat template or prompt format "
-            "so the generation prompt ends on a token boundary (e.g. with a newline or special token)"
-        )
-    eos = tokenizer.eos_token_id
-    response = full_ids[len(prompt_ids) :]
-    if eos is not None:
-        response = (
-            response[: len(response) - response[::-1].index(eos)] if eos in response else response + [eos]
-        )
+    prompt_ids, response = split_conversation(tokenizer, prompt_text, full_text, add_special_tokens=specials)
     if not response:
-        raise BoundaryError(f"the response {full_text[len(prompt_text) :][:30]!r} encodes to no tokens")
+        raise TemplateMismatch(f"the response {full_text[len(prompt_text) :][:30]!r} encodes to no tokens")
     return prompt_ids, response
 
 
@@ -168,15 +140,9 @@ def _encode(scorer: Scorer, prompt: Prompt, response: Response, context: str | N
 def _score_batch(scorer: Scorer, batch: list[_Encoded]) -> list[ResponseScore]:
     device = next(scorer.model.parameters()).device
     pad = scorer.tokenizer.pad_token_id if scorer.tokenizer.pad_token_id is not None else 0
-    width = max(len(e.prompt_ids) + len(e.response_ids) for e in batch)
-    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
-    completion = torch.zeros((len(batch), width), dtype=torch.bool)
-    for row, e in enumerate(batch):
-        n_prompt, n = len(e.prompt_ids), len(e.prompt_ids) + len(e.response_ids)
-        input_ids[row, :n] = torch.tensor(e.prompt_ids + e.response_ids)
-        attention[row, :n] = 1
-        completion[row, n_prompt:n] = True
+    input_ids, attention, completion = sequence_batch(
+        [e.prompt_ids for e in batch], [e.response_ids for e in batch], pad
+    )
     logps, mask = completion_logps(
         scorer.model, input_ids.to(device), attention.to(device), completion.to(device)
     )
@@ -210,8 +176,8 @@ def score_responses(
     for i, (prompt, response) in enumerate(zip(prompts, responses)):
         try:
             encoded.append(_encode(scorer, prompt, response, context))
-        except BoundaryError as err:
-            raise BoundaryError(f"response {i}: {err}") from None
+        except TemplateMismatch as err:
+            raise TemplateMismatch(f"response {i}: {err}") from None
     known = cache.lookup([e.key for e in encoded]) if cache is not None else {}
     pending = sorted(
         {e.key: e for e in encoded if e.key not in known}.values(),

@@ -26,6 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prefopt.annotate.scoring import Prompt
 from prefopt.data import tokenize_pairs
+from prefopt.data.collate import sequence_batch
 from prefopt.data.tokenize import encode_prompts
 from prefopt.logps import completion_logps
 
@@ -68,14 +69,7 @@ def _completion_logps(
     model: PreTrainedModel, prefixes: list[list[int]], completions: list[list[int]], pad: int
 ) -> list[list[float]]:
     device = next(model.parameters()).device
-    width = max(len(p) + len(c) for p, c in zip(prefixes, completions))
-    input_ids = torch.full((len(prefixes), width), pad, dtype=torch.long)
-    attention = torch.zeros_like(input_ids)
-    completion = torch.zeros_like(input_ids, dtype=torch.bool)
-    for row, (p, c) in enumerate(zip(prefixes, completions)):
-        input_ids[row, : len(p) + len(c)] = torch.tensor(p + c)
-        attention[row, : len(p) + len(c)] = 1
-        completion[row, len(p) : len(p) + len(c)] = True
+    input_ids, attention, completion = sequence_batch(prefixes, completions, pad)
     logps, _ = completion_logps(model, input_ids.to(device), attention.to(device), completion.to(device))
     return [row[: len(c)] for row, c in zip(logps.cpu(), completions)]
 

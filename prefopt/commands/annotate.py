@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from prefopt.commands import add_quiet_argument, add_trust_remote_code_argument
 from prefopt.data.formats import FORMATS
 
 
@@ -26,10 +26,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default="float32", help="model dtype: float32 (default), bfloat16, float16, auto"
     )
-    parser.add_argument(
-        "--trust-remote-code", action="store_true", help="allow model code from the Hub (off by default)"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_trust_remote_code_argument(parser)
+    add_quiet_argument(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -121,12 +119,11 @@ def _scorer(name: str, args: argparse.Namespace):
 
 
 def _write(rows: list[dict], report: dict, out: str) -> None:
-    from prefopt.annotate import write_rows
+    from prefopt.io import report_path, write_json, write_rows
 
-    path = write_rows(rows, out)
-    report_path = path.with_name(path.name.rsplit(".", 1)[0] + ".report.json")
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {len(rows)} pairs to {path}; report in {report_path}")
+    path = write_rows(out, rows)
+    write_json(report_path(path), report, indent=2)
+    print(f"wrote {len(rows)} pairs to {path}; report in {report_path(path)}")
 
 
 def run_cdr(args: argparse.Namespace) -> int:
@@ -150,7 +147,7 @@ def run_cdr(args: argparse.Namespace) -> int:
         args.normalize,
         args.batch_size,
         cache,
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     if args.candidates:
         pairs, report = pairs_from_candidates(rows, annotator, min_margin=args.min_margin)
@@ -187,7 +184,7 @@ def run_treg(args: argparse.Namespace) -> int:
         tokenizer,
         templates=templates,
         batch_size=args.batch_size,
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     report = {
         "model": args.model,

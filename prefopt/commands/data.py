@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
-from prefopt.data.debias import STRATEGIES, debias_file, format_debias_report
+from prefopt.commands import add_trust_remote_code_argument
+from prefopt.data.debias import STRATEGIES
 from prefopt.data.formats import FORMATS
-from prefopt.data.inspect import format_report, inspect_pairs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument("--split", help="split of a dataset directory or Hub dataset")
     inspect.add_argument("--max-problems", type=int, default=20, help="problems to list (default 20)")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_trust_remote_code_argument(inspect)
     inspect.set_defaults(func=run_inspect)
     debias = commands.add_parser(
         "debias",
@@ -44,16 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     debias.add_argument("--seed", type=int, default=0, help="subsampling and label-orientation seed")
     debias.add_argument("--drop-invalid", action="store_true", help="drop invalid rows instead of failing")
     debias.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_trust_remote_code_argument(debias)
     debias.set_defaults(func=run_debias)
 
 
 def run_inspect(args: argparse.Namespace) -> int:
     """Print the ``prefopt data inspect`` report; status 1 if any problem was found."""
-    tokenizer = None
-    if args.tokenizer:
-        from prefopt.models import load_tokenizer  # imported here: loading transformers models is slow
+    from prefopt.data.inspect import format_report, inspect_pairs  # imported here: --help stays fast
 
-        tokenizer = load_tokenizer(args.tokenizer)
+    tokenizer = _tokenizer(args)
     result = inspect_pairs(args.path, tokenizer=tokenizer, tokenizer_name=args.tokenizer, format=args.format,
                            split=args.split, max_problems=args.max_problems)
     print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else format_report(result))
@@ -62,12 +63,19 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def run_debias(args: argparse.Namespace) -> int:
     """Debias the pairs, write them and their report, and print the report."""
-    tokenizer = None
-    if args.tokenizer:
-        from prefopt.models import load_tokenizer
+    from prefopt.data.debias import debias_file, format_debias_report
 
-        tokenizer = load_tokenizer(args.tokenizer)
+    tokenizer = _tokenizer(args)
     report = debias_file(args.path, args.out, args.strategy, bins=args.bins, max_ratio=args.max_ratio,
                          tokenizer=tokenizer, seed=args.seed, drop_invalid=args.drop_invalid)
     print(json.dumps(report, indent=2) if args.json else format_debias_report(report))
     return 0
+
+
+def _tokenizer(args: argparse.Namespace) -> Any:
+    """The ``--tokenizer`` to measure tokens with, or None (characters)."""
+    if not args.tokenizer:
+        return None
+    from prefopt.models import load_tokenizer
+
+    return load_tokenizer(args.tokenizer, trust_remote_code=args.trust_remote_code)

@@ -5,11 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from prefopt.evaluate.lc_winrate import (
-    length_controlled_winrate,
-    read_annotations,
-    read_instruction_difficulty,
-)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_lc_winrate(args: argparse.Namespace) -> int:
     """Compute and print the win rates for ``prefopt eval lc-winrate``."""
+    from prefopt.evaluate.lc_winrate import (  # imported here: scikit-learn is slow to import
+        length_controlled_winrate,
+        read_annotations,
+        read_instruction_difficulty,
+    )
+
     difficulty = (
         read_instruction_difficulty(args.instruction_difficulty) if args.instruction_difficulty else None
     )

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from prefopt.commands import add_recipe_arguments
-from prefopt.online.config import load_rounds_recipe
+from prefopt.commands import add_quiet_argument, add_recipe_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,12 +19,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: prefopt rounds recipes/quickstart.yaml rounds.count=4 run.name=longer",
     )
     add_recipe_arguments(parser, "rounds.count=4 sampler.n=8 loss.beta=0.2")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or step messages")
+    add_quiet_argument(parser, "no progress bars or step messages")
     parser.set_defaults(func=run_rounds)
 
 
 def run_rounds(args: argparse.Namespace) -> int:
     """Validate the recipe, run every step not yet done, then print the table and write the plot."""
+    from prefopt.online.config import load_rounds_recipe  # imported here: --help stays fast
+
     recipe = load_rounds_recipe(args.recipe, args.overrides)
     if args.dry_run:
         print(recipe.to_yaml(), end="")

@@ -6,26 +6,40 @@ Typical use::
     tokenized, stats = tokenize_pairs(pairs, tokenizer, max_length=1024, max_prompt_length=512)
     collator = PairCollator(tokenizer.pad_token_id)        # batches for prefopt.logps.pair_logps
 
-See docs/data.md for the formats, the validation errors and the truncation policy.
+See docs/data.md for the formats, the validation errors and the truncation policy. The names below
+are imported on first use (PEP 562), so ``import prefopt.data.errors`` (the command line's error
+types) does not load torch, transformers or datasets.
 """
 
-from prefopt.data.collate import PairCollator
-from prefopt.data.errors import DataSourceError, DataValidationError, Problem
-from prefopt.data.formats import FORMATS
-from prefopt.data.inspect import inspect_pairs
-from prefopt.data.tokenize import TokenizeStats, tokenize_pairs
-from prefopt.data.validate import ValidationReport, load_pairs, validate_pairs
+from __future__ import annotations
 
-__all__ = [
-    "FORMATS",
-    "DataSourceError",
-    "DataValidationError",
-    "PairCollator",
-    "Problem",
-    "TokenizeStats",
-    "ValidationReport",
-    "inspect_pairs",
-    "load_pairs",
-    "tokenize_pairs",
-    "validate_pairs",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FORMATS": "prefopt.data.formats",
+    "DataSourceError": "prefopt.data.errors",
+    "DataValidationError": "prefopt.data.errors",
+    "PairCollator": "prefopt.data.collate",
+    "Problem": "prefopt.data.errors",
+    "TokenizeStats": "prefopt.data.tokenize",
+    "ValidationReport": "prefopt.data.validate",
+    "inspect_pairs": "prefopt.data.inspect",
+    "load_pairs": "prefopt.data.validate",
+    "tokenize_pairs": "prefopt.data.tokenize",
+    "validate_pairs": "prefopt.data.validate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'prefopt.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

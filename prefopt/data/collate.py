@@ -26,6 +26,24 @@ def _left_justified(
     return out, mask
 
 
+def sequence_batch(
+    prompts: list[list[int]], completions: list[list[int]], pad_token_id: int, *, width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ``prompt + completion`` rows: ``(input_ids, attention_mask, completion_mask)``, each ``[N, T]``.
+
+    ``input_ids`` (long, padded with ``pad_token_id``), ``attention_mask`` (long, 1 on real tokens)
+    and ``completion_mask`` (bool, True on the completion tokens), the inputs of
+    :func:`prefopt.logps.completion_logps`. ``width`` defaults to the longest row. The one padded-batch
+    builder: pair batches (:class:`PairCollator`), annotation scoring and T-REG token rewards use it.
+    """
+    sequences = [p + c for p, c in zip(prompts, completions)]
+    width = max(len(s) for s in sequences) if width is None else width
+    input_ids, attention = _left_justified(sequences, width, torch.long, pad_token_id)
+    prompt_lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
+    completion_mask = attention & (torch.arange(width).unsqueeze(0) >= prompt_lengths.unsqueeze(1))
+    return input_ids, attention.long(), completion_mask
+
+
 class PairCollator:
     """Collate tokenized pair rows into the batch :func:`prefopt.logps.pair_logps` consumes.
 
@@ -55,16 +73,15 @@ class PairCollator:
         prompts = [row["prompt_ids"] for row in rows]
         chosen = [row["chosen_ids"] for row in rows]
         rejected = [row["rejected_ids"] for row in rows]
-        sequences = [p + c for p, c in zip(prompts, chosen)] + [p + r for p, r in zip(prompts, rejected)]
-        width = max(len(s) for s in sequences)
+        width = max(len(p) + len(c) for p, c in zip(prompts * 2, chosen + rejected))
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        input_ids, attention = _left_justified(sequences, width, torch.long, self.pad_token_id)
-        prompt_lengths = torch.tensor([len(p) for p in prompts] * 2, dtype=torch.long)
-        completion_mask = attention & (torch.arange(width).unsqueeze(0) >= prompt_lengths.unsqueeze(1))
+        input_ids, attention, completion_mask = sequence_batch(
+            prompts * 2, chosen + rejected, self.pad_token_id, width=width
+        )
         batch: dict[str, Any] = {
             "input_ids": input_ids,
-            "attention_mask": attention.long(),
+            "attention_mask": attention,
             "completion_mask": completion_mask,
         }
         completions = {"chosen": chosen, "rejected": rejected}

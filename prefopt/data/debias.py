@@ -30,16 +30,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import datasets
 import numpy as np
-import pyarrow.parquet as pq
 
 from prefopt.data.formats import text_of
-from prefopt.data.validate import load_pairs
+from prefopt.errors import UserError
+from prefopt.io import PARQUET_SUFFIX, report_path, write_json, write_rows
+
+if TYPE_CHECKING:
+    import datasets
 
 Strategy = Literal["balance", "ratio_cap", "length_match"]
 STRATEGIES: tuple[str, ...] = ("balance", "ratio_cap", "length_match")
@@ -198,19 +199,21 @@ def debias_file(
     """Load pairs with :func:`prefopt.data.load_pairs`, :func:`debias` them and write the result.
 
     ``out`` must end in ``.jsonl`` or ``.parquet``; the report is written next to it as
-    ``<out stem>.report.json`` (see :func:`report_path`). Both files are written atomically.
+    ``<out stem>.report.json`` (see :func:`prefopt.io.report_path`). Both files are written atomically.
     Returns the report, with ``input``, ``output`` and ``report`` paths added.
     """
     out = Path(out)
-    if not out.name.endswith((".jsonl", ".parquet")):
-        raise ValueError(
+    if not out.name.endswith((".jsonl", PARQUET_SUFFIX)):
+        raise UserError(
             f"{out}: the output must end in .jsonl or .parquet (the format is chosen by extension)"
         )
+    from prefopt.data.validate import load_pairs  # imported here: the command line starts without datasets
+
     pairs = load_pairs(source, drop_invalid=drop_invalid)
     kept, report = debias(pairs, strategy, bins=bins, max_ratio=max_ratio, tokenizer=tokenizer, seed=seed)
     report = {"input": str(source), "output": str(out), "report": str(report_path(out)), **report}
-    _write_atomically(out, lambda tmp: _save(kept, tmp, out.suffix))
-    _write_atomically(report_path(out), lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+    write_rows(out, kept.with_format("arrow")[:])
+    write_json(report_path(out), report, indent=2)
     return report
 
 
@@ -243,33 +246,6 @@ def format_debias_report(report: dict[str, Any]) -> str:
     if "output" in report:
         lines.append(f"wrote {report['output']} and {report['report']}")
     return "\n".join(lines)
-
-
-def report_path(out: str | Path) -> Path:
-    """Where :func:`debias_file` writes the report for ``out``: ``pairs.jsonl`` -> ``pairs.report.json``."""
-    out = Path(out)
-    return out.with_name(out.name.rsplit(".", 1)[0] + ".report.json")
-
-
-def _save(pairs: datasets.Dataset, path: Path, suffix: str) -> None:
-    """Write ``pairs`` as parquet or as JSON Lines (one ``json.dumps`` object per line, UTF-8)."""
-    if suffix == ".parquet":
-        pq.write_table(pairs.with_format("arrow")[:], path)
-        return
-    with path.open("w", encoding="utf-8") as handle:
-        for row in pairs:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def _write_atomically(path: Path, write: Any) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _logistic_slope(x: np.ndarray, y: np.ndarray, max_iter: int = 100) -> tuple[float, float] | None:

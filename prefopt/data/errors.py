@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass
 
+from prefopt.errors import UserError
+
 #: How many problems an error message lists before summarizing the rest as a count.
 MAX_SHOWN = 20
 
@@ -54,12 +56,19 @@ def describe_problems(problems: list[Problem], limit: int = MAX_SHOWN) -> str:
     return "\n".join(lines)
 
 
-class DataValidationError(ValueError):
-    """Raised when preference data has problems; ``problems`` holds every one of them."""
+class DataValidationError(UserError):
+    """Raised when data rows have problems; ``problems`` holds every one of them.
+
+    One problem is one line (``file, row N, field 'f': message. hint``); several are a count by
+    reason and one line per problem (the first :data:`MAX_SHOWN`), then the hint.
+    """
 
     def __init__(self, problems: list[Problem], *, n_rows: int, hint: str) -> None:
         self.problems = list(problems)
         self.n_rows = n_rows
+        if len(self.problems) == 1:  # the common case reads as one line: where, what, what to do
+            super().__init__(f"{self.problems[0]} ({self.problems[0].reason}). {hint}")
+            return
         rows = {(p.source, p.row) for p in self.problems}
         reasons = ", ".join(f"{reason}: {count}" for reason, count in count_reasons(self.problems).items())
         super().__init__(
@@ -68,5 +77,5 @@ class DataValidationError(ValueError):
         )
 
 
-class DataSourceError(ValueError):
-    """A data source that cannot be read as asked (wrong or missing split, empty file, inconsistent columns)."""
+class DataSourceError(UserError):
+    """A data source that cannot be read as asked (wrong or missing split, empty or corrupt file, bad output path)."""

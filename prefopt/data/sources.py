@@ -1,20 +1,24 @@
 """Read raw rows from a file, a saved dataset directory or a Hub dataset, keeping row numbers.
 
-jsonl (optionally gzipped) is read in binary and decoded line by line, so undecodable bytes and
-malformed JSON are reported with their line number instead of aborting the whole read.
+The one row reader: preference pairs (:mod:`prefopt.data.validate`), annotation candidates,
+verifiable problems (:mod:`prefopt.online.problems`) and judge annotations
+(:mod:`prefopt.evaluate.lc_winrate`) all read through :func:`read_rows`. jsonl (optionally
+gzipped) is read in binary and decoded line by line, so undecodable bytes and malformed JSON are
+:class:`~prefopt.data.errors.Problem` s with their line number instead of aborting the whole read;
+a source that cannot be read at all (a corrupt parquet file, an empty file, a missing split)
+raises :class:`~prefopt.data.errors.DataSourceError`, and a missing file ``FileNotFoundError``.
+Callers that cannot use partial data call :meth:`RawRows.raise_if_problems`.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import datasets
-
-from prefopt.data.errors import DataSourceError, Problem
+from prefopt.data.errors import DataSourceError, DataValidationError, Problem
+from prefopt.io import decode_utf8, iter_jsonl, open_binary
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
 JSON_SUFFIXES = (".json", ".json.gz")
@@ -34,18 +38,39 @@ class RawRows:
         """Rows seen, including those that could not be read."""
         return len(self.rows) + len({p.row for p in self.problems})
 
+    def raise_if_problems(self, hint: str = "Fix or remove these rows and rerun.") -> None:
+        """Raise :class:`DataValidationError` listing every row that could not be read, if any."""
+        if self.problems:
+            raise DataValidationError(self.problems, n_rows=self.n_rows, hint=hint)
 
-def read_rows(source: str | Path, *, split: str | None = None) -> RawRows:
-    """Read every row of ``source``.
+
+def is_local_file(source: str | Path) -> bool:
+    """Whether ``source`` names an existing local file (``~`` expanded) rather than a directory or Hub name."""
+    return Path(source).expanduser().is_file()
+
+
+def read_rows(source: str | Path, *, split: str | None = None, config_name: str | None = None) -> RawRows:
+    """Read every row of ``source``; a source with no rows at all raises :class:`DataSourceError`.
 
     ``source`` is a ``.jsonl``/``.jsonl.gz``/``.ndjson``, ``.json``/``.json.gz`` (an array of
     objects) or ``.parquet`` file, a directory written by ``Dataset.save_to_disk`` /
     ``DatasetDict.save_to_disk``, or otherwise the name of a Hugging Face Hub dataset (loaded with
-    ``datasets.load_dataset``). ``split`` picks a split of a ``DatasetDict``.
+    ``datasets.load_dataset(source, config_name, split=split)``; GSM8K needs ``config_name="main"``).
+    ``split`` picks a split of a ``DatasetDict``; a file has no splits, so ``split`` and
+    ``config_name`` are errors there (:func:`is_local_file` tells a caller which kind it has).
     """
-    path = Path(source)
-    name = str(source)
+    raw = _read(Path(source).expanduser(), str(source), split, config_name)
+    if not raw.rows and not raw.problems:
+        raise DataSourceError(f"{raw.source}: contains no rows; an empty data file is an error")
+    return raw
+
+
+def _read(path: Path, name: str, split: str | None, config_name: str | None) -> RawRows:
+    if config_name is not None and (path.is_dir() or path.is_file()):
+        raise DataSourceError(f"{name}: config_name={config_name!r} only applies to Hub datasets")
     if path.is_dir():
+        import datasets  # imported here: reading plain files does not need it
+
         data = datasets.load_from_disk(str(path))
         if split is not None and isinstance(data, datasets.Dataset):
             raise DataSourceError(f"{name}: holds a single Dataset without splits; drop split={split!r}")
@@ -59,64 +84,37 @@ def read_rows(source: str | Path, *, split: str | None = None) -> RawRows:
         if lower.endswith(JSON_SUFFIXES):
             return _read_json(path)
         if lower.endswith(PARQUET_SUFFIXES):
-            return _from_dataset(datasets.Dataset.from_parquet(str(path)), name, None)
+            return _read_parquet(path)
         raise DataSourceError(
             f"{name}: unknown file type; use one of {', '.join(JSONL_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES)}"
         )
-    if path.suffix or name.startswith((".", "/")):
+    if path.suffix or name.startswith((".", "/", "~")):
         raise FileNotFoundError(f"{name}: no such file or directory")
-    return _from_dataset(datasets.load_dataset(name, split=split), name, split)
+    import datasets
 
-
-def _open_binary(path: Path):
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
-
-
-def _decode(raw: bytes, source: str, row: int) -> tuple[str | None, Problem | None]:
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError as err:
-        return None, Problem(
-            source,
-            row,
-            None,
-            "invalid_utf8",
-            f"byte {err.start} ({raw[err.start : err.start + 1]!r}) is not valid UTF-8; re-encode the file as UTF-8",
-        )
+    return _from_dataset(datasets.load_dataset(name, config_name, split=split), name, split)
 
 
 def _read_jsonl(path: Path) -> RawRows:
     out = RawRows(str(path))
-    with _open_binary(path) as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            text, problem = _decode(raw, out.source, line_no)
-            if problem is not None:
-                out.problems.append(problem)
-                continue
-            try:
-                out.rows.append((line_no, json.loads(text)))
-            except json.JSONDecodeError as err:
-                out.problems.append(
-                    Problem(
-                        out.source,
-                        line_no,
-                        None,
-                        "malformed_json",
-                        f"malformed JSON at column {err.colno}: {err.msg}; each line must be one JSON object",
-                    )
-                )
+    for line_no, value, problem in iter_jsonl(path):
+        if problem is None:
+            out.rows.append((line_no, value))
+            continue
+        reason, message = problem
+        if reason == "malformed_json":
+            message += "; each line must be one JSON object"
+        out.problems.append(Problem(out.source, line_no, None, reason, message))
     return out
 
 
 def _read_json(path: Path) -> RawRows:
     out = RawRows(str(path))
-    with _open_binary(path) as handle:
+    with open_binary(path) as handle:
         raw = handle.read()
-    text, problem = _decode(raw, out.source, None)
-    if problem is not None:
-        out.problems.append(problem)
+    text, message = decode_utf8(raw)
+    if text is None:
+        out.problems.append(Problem(out.source, None, None, "invalid_utf8", message))
         return out
     try:
         data = json.loads(text)
@@ -143,7 +141,20 @@ def _read_json(path: Path) -> RawRows:
     return out
 
 
-def _from_dataset(data: datasets.Dataset | datasets.DatasetDict, name: str, split: str | None) -> RawRows:
+def _read_parquet(path: Path) -> RawRows:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataSourceError(f"{path}: not a readable parquet file ({err}); rewrite or replace it") from None
+    return RawRows(str(path), list(enumerate(table.to_pylist(), start=1)))
+
+
+def _from_dataset(data: Any, name: str, split: str | None) -> RawRows:
+    import datasets
+
     if isinstance(data, datasets.DatasetDict):
         if split is None and len(data) == 1:
             split = next(iter(data))

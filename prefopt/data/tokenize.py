@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
-
-import datasets
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from prefopt.data.errors import DataValidationError, Problem, count_reasons
+from prefopt.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: importing this module (recipe validation) loads neither
+    import datasets
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +53,12 @@ class TokenizeStats:
         return text + (f" ({', '.join(f'{k}: {v}' for k, v in self.dropped.items())})" if dropped else "")
 
 
-class TemplateMismatch(ValueError):
-    """The chat template renders the prompt differently inside the full conversation."""
+class TemplateMismatch(UserError):
+    """The prompt is not a text and token prefix of the full conversation (:func:`split_conversation`).
+
+    The one exception for the prompt/completion boundary, raised (or, in :func:`encode_pairs`,
+    returned per row) by training tokenization and annotation scoring alike.
+    """
 
 
 def _eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -153,9 +159,12 @@ def _continuation(
             "use a template whose generation prompt is a prefix of the conversation"
         )
     if full_ids[: len(prompt_ids)] != prompt_ids:
+        at = next((i for i, (a, b) in enumerate(zip(prompt_ids, full_ids)) if a != b), len(full_ids))
         return TemplateMismatch(
             "the tokenizer merges tokens across the prompt/completion boundary, so the prompt's tokens are not "
-            "a prefix of the conversation's; fix the chat template so the generation prompt ends on a token boundary"
+            f"a prefix of the conversation's (prompt token {at} is id {prompt_ids[at]} alone but "
+            f"{full_ids[at : at + 1]} in the conversation, which continues {full_text[len(prompt_text) :][:30]!r}); "
+            "fix the chat template so the generation prompt ends on a token boundary (e.g. a newline or special token)"
         )
     return _end_with_eos(full_ids[len(prompt_ids) :], eos, unfinished)
 
@@ -310,3 +319,21 @@ def _problems(mapped: datasets.Dataset, reasons: list[str]) -> list[Problem]:
             files, numbers, rows["_field"], rows["_reason"], rows["_message"]
         )
     ]
+
+
+def split_conversation(
+    tokenizer: PreTrainedTokenizerBase, prompt_text: str, full_text: str, *, add_special_tokens: bool
+) -> tuple[list[int], list[int]]:
+    """``(prompt_ids, completion_ids)`` of a rendered prompt and the full conversation that continues it.
+
+    The boundary rule training uses: ``prompt_text`` must be a text prefix of ``full_text`` and its
+    tokens a token prefix of ``full_text``'s (else :class:`TemplateMismatch`); the completion is
+    the rest, ending at its last EOS (or with EOS appended). ``add_special_tokens``: whether the
+    tokenizer adds its specials (BOS) to both texts (a chat template writes its own).
+    """
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=add_special_tokens)["input_ids"]
+    full_ids = tokenizer(full_text, add_special_tokens=add_special_tokens)["input_ids"]
+    result = _continuation(prompt_text, full_text, prompt_ids, full_ids, _eos_id(tokenizer), unfinished=False)
+    if isinstance(result, TemplateMismatch):
+        raise result
+    return prompt_ids, result

@@ -25,7 +25,7 @@ from prefopt.data.tokenize import encode_prompts
 
 logger = logging.getLogger(__name__)
 
-DROP_HINT = "Fix the rows listed above, or pass drop_invalid=True (--drop-invalid) to drop them."
+DROP_HINT = "Fix these rows, or pass drop_invalid=True (--drop-invalid) to drop them."
 
 
 @dataclass

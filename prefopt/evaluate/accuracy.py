@@ -23,20 +23,7 @@ from scipy.stats import binomtest
 
 from prefopt.online.sampler import PromptItem, Sampler, SamplingParams
 from prefopt.online.verifier import Verifier
-
-Z95 = 1.959963984540054
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (``(0, 1)`` when ``n == 0``)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))  # p inside, despite rounding
-
+from prefopt.stats import Z95, wilson_interval
 
 @dataclass(frozen=True)
 class PairedDifference:

@@ -25,7 +25,6 @@ is computed (AlpacaEval drops them after), and the gamed-baseline regularization
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -38,45 +37,45 @@ from sklearn.linear_model import LogisticRegressionCV
 from sklearn.metrics import make_scorer
 from sklearn.model_selection import GroupKFold
 
+from prefopt.data.errors import DataSourceError, DataValidationError, Problem
+from prefopt.data.sources import read_rows
+from prefopt.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 LENGTH, DIFFICULTY, MODEL = "length", "instruction_difficulty", "model"
 _REQUIRED = ("output_1", "output_2", "preference")
 
 
+class AnnotationError(UserError):
+    """Annotations that cannot be evaluated as asked (an unknown model, a bad preference value, ...)."""
+
+
 def read_annotations(path: str | Path) -> list[dict[str, Any]]:
-    """Read pairwise annotations: AlpacaEval's JSON list of dicts, or JSON Lines with the same fields.
+    """Read pairwise annotations: AlpacaEval's JSON list of dicts, or JSON Lines / parquet with the same fields.
 
     Each record needs ``output_1`` (baseline), ``output_2`` (model) and ``preference``; ``instruction``,
-    ``generator_1``, ``generator_2`` and ``instruction_difficulty`` are optional.
+    ``generator_1``, ``generator_2`` and ``instruction_difficulty`` are optional. Rows are read by
+    :func:`prefopt.data.sources.read_rows`; every unreadable or incomplete row is reported at once
+    in a :class:`~prefopt.data.DataValidationError` naming the file, row and field.
     """
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{path}: not valid JSON ({err}); expected a list of annotation objects"
-            ) from err
-    else:
-        records = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(
-                        f"{path}, line {lineno}: not valid JSON ({err}); fix or remove the line"
-                    ) from err
-    for row, record in enumerate(records):
+    raw = read_rows(path)
+    problems = list(raw.problems)
+    records = []
+    for number, record in raw.rows:
         if not isinstance(record, dict):
-            raise ValueError(f"{path}, record {row}: expected a JSON object, got {type(record).__name__}")
+            message = f"expected a JSON object, got {type(record).__name__}"
+            problems.append(Problem(raw.source, number, None, "wrong_type", message))
+            continue
         missing = [field for field in _REQUIRED if field not in record]
-        if missing:
-            raise ValueError(
-                f"{path}, record {row}: missing field(s) {missing}; every annotation needs {list(_REQUIRED)}"
-            )
+        problems.extend(
+            Problem(raw.source, number, field, "missing_field", f"missing; every annotation needs {list(_REQUIRED)}")
+            for field in missing
+        )
+        if not missing:
+            records.append(record)
+    if problems:
+        raise DataValidationError(problems, n_rows=raw.n_rows, hint="Fix these annotation rows and rerun.")
     return records
 
 
@@ -87,7 +86,7 @@ def read_instruction_difficulty(path: str | Path) -> dict[str, float]:
         reader = csv.DictReader(handle)
         missing = {"instruction", DIFFICULTY} - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(
+            raise DataSourceError(
                 f"{path}: missing column(s) {sorted(missing)}; the header must name instruction,{DIFFICULTY}"
             )
         mapping = {}
@@ -95,7 +94,7 @@ def read_instruction_difficulty(path: str | Path) -> dict[str, float]:
             try:
                 mapping[record["instruction"]] = float(record[DIFFICULTY])
             except ValueError as err:
-                raise ValueError(f"{path}, line {lineno}, field {DIFFICULTY!r}: {err}") from err
+                raise DataSourceError(f"{path}, line {lineno}, field {DIFFICULTY!r}: {err}") from err
     return mapping
 
 
@@ -158,7 +157,7 @@ def length_controlled_winrate(
     rows = [r for _, r in selected]
     p = prefs[keep]
     if len(rows) < 2:
-        raise ValueError(f"need at least 2 annotations with a preference, got {len(rows)}")
+        raise AnnotationError(f"need at least 2 annotations with a preference, got {len(rows)}")
     result: dict[str, Any] = {
         "model": model,
         "baseline": baseline,
@@ -283,7 +282,7 @@ def _select(
     if model is None:
         models = sorted({str(r.get("generator_2")) for r in annotations if "generator_2" in r})
         if len(models) > 1:
-            raise ValueError(
+            raise AnnotationError(
                 f"annotations compare several models {models}; choose one with model=... (--model)"
             )
         model = models[0] if models else None
@@ -300,12 +299,12 @@ def _select(
     if baseline is None:
         baselines = sorted({str(r.get("generator_1")) for _, r in rows if "generator_1" in r})
         if len(baselines) > 1:
-            raise ValueError(
+            raise AnnotationError(
                 f"{model!r} is compared with several baselines {baselines}; choose one (--baseline)"
             )
         baseline = baselines[0] if baselines else None
     if not rows:
-        raise ValueError(f"no annotations compare model {model!r} with baseline {baseline!r}")
+        raise AnnotationError(f"no annotations compare model {model!r} with baseline {baseline!r}")
     return rows, model, baseline
 
 
@@ -325,7 +324,7 @@ def _preference(value: Any, row: int) -> float:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return float("nan")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value == 0 or 1 <= value <= 2):
-        raise ValueError(
+        raise AnnotationError(
             f"annotation {row}, field 'preference': {value!r} is not in [1, 2] (2 = model wins) or 0 (tie); "
             "fix the judge output or drop the row"
         )
@@ -342,7 +341,7 @@ def _difficulty(
     if mapping is not None:
         missing = [i for i, r in rows if r.get("instruction") not in mapping]
         if missing:
-            raise ValueError(
+            raise AnnotationError(
                 f"annotation {missing[0]} (and {len(missing) - 1} more), field 'instruction': no difficulty "
                 "for it in the given mapping; add it to the CSV or drop the mapping"
             )

@@ -20,8 +20,9 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from prefopt.config import ModelConfig
+from prefopt.io import atomic_directory
 from prefopt.models import load_model, resolve
-from prefopt.online.run_dir import RunDir, atomic_directory
+from prefopt.online.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
 

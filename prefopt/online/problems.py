@@ -9,12 +9,12 @@ user message holding the question followed by the answer-format instruction.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
+from prefopt.data.errors import DataValidationError
+from prefopt.data.errors import Problem as RowProblem
+from prefopt.data.sources import is_local_file, read_rows
 from prefopt.online.sampler import PromptItem
 
 
@@ -32,31 +32,6 @@ class Problem:
         return PromptItem(self.id, [{"role": "user", "content": content}])
 
 
-def _read_rows(source: str, split: str, config_name: str | None) -> tuple[list[dict[str, Any]], str]:
-    path = Path(os.path.expanduser(source))
-    if path.is_file():
-        if path.suffix == ".parquet":
-            from datasets import Dataset
-
-            return Dataset.from_parquet(str(path)).to_list(), str(path)
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".json" and text.lstrip().startswith("["):
-            return json.loads(text), str(path)
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path} row {number}: not valid JSON ({err.msg}); fix or remove the line") from err
-        return rows, str(path)
-    if path.suffix in (".jsonl", ".json", ".parquet") or source.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"problem file {source} does not exist; check the data path in the recipe")
-    from datasets import load_dataset
-
-    return load_dataset(source, config_name, split=split).to_list(), f"{source}[{split}]"
-
-
 def load_problems(
     source: str | os.PathLike,
     *,
@@ -69,34 +44,43 @@ def load_problems(
 ) -> list[Problem]:
     """Read problems from a local file or a Hub dataset.
 
-    ``id_field=None`` (or a field the rows lack) numbers the problems ``"<row index>"``. Missing or
-    empty question/answer fields raise with the file, row and field named. ``limit`` keeps the first
-    ``limit`` problems.
+    Rows come from :func:`prefopt.data.sources.read_rows` (``split`` and ``config_name`` apply to
+    Hub datasets; a local file is read whole). ``id_field=None`` (or a field the rows lack) numbers
+    the problems ``"<row index>"``. Every bad row (unreadable, a missing or empty question/answer
+    or id, a repeated id) is reported at once in a :class:`~prefopt.data.DataValidationError`
+    naming the file, row and field. ``limit`` keeps the first ``limit`` problems.
     """
-    rows, where = _read_rows(os.fspath(source), split, config_name)
+    local = is_local_file(source)  # a file has no splits or configs: the recipe's are for Hub names
+    raw = read_rows(source, split=None if local else split, config_name=None if local else config_name)
+    raw.raise_if_problems()
+    where, first = raw.source, raw.rows[0][1]
     problems: list[Problem] = []
-    use_ids = id_field is not None and bool(rows) and id_field in rows[0]
-    for index, row in enumerate(rows[:limit] if limit is not None else rows):
-        for name in (question_field, answer_field):
-            value = row.get(name)
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(
-                    f"{where} row {index + 1}: field {name!r} is missing or empty (fields present: {sorted(row)}); "
-                    "set question_field / answer_field in the recipe's problems section"
-                )
+    bad: list[RowProblem] = []
+    use_ids = id_field is not None and isinstance(first, dict) and id_field in first
+    seen: dict[str, int] = {}
+    for index, (number, row) in enumerate(raw.rows[:limit] if limit is not None else raw.rows):
+        if not isinstance(row, dict):
+            bad.append(RowProblem(where, number, None, "wrong_type", f"expected an object, got {type(row).__name__}"))
+            continue
+        missing = [
+            RowProblem(where, number, name, "missing_field", f"missing or empty (fields present: {sorted(row)}); "
+                       "set question_field / answer_field in the recipe's problems section")
+            for name in (question_field, answer_field)
+            if not isinstance(row.get(name), str) or not row[name].strip()
+        ]
         if use_ids and row.get(id_field) is None:
-            raise ValueError(
-                f"{where} row {index + 1}: field {id_field!r} is missing (the first row has it); give every row "
-                "an id, or set id_field: null to number rows"
-            )
+            missing.append(RowProblem(where, number, id_field, "missing_id", "missing (the first row has it); give "
+                                      "every row an id, or set id_field: null to number rows"))
+        bad.extend(missing)
+        if missing:
+            continue
         problem_id = str(row[id_field]) if use_ids else str(index)
+        if problem_id in seen:
+            bad.append(RowProblem(where, number, id_field, "duplicate_id", f"problem id {problem_id!r} repeats row "
+                                  f"{seen[problem_id]}; ids must be unique: set id_field: null to number rows"))
+            continue
+        seen[problem_id] = number
         problems.append(Problem(problem_id, row[question_field], row[answer_field]))
-    seen: set[str] = set()
-    for index, problem in enumerate(problems):
-        if problem.id in seen:
-            raise ValueError(
-                f"{where} row {index + 1}: problem id {problem.id!r} (field {id_field!r}) repeats an earlier row; "
-                "ids must be unique: set id_field: null to number rows"
-            )
-        seen.add(problem.id)
+    if bad:
+        raise DataValidationError(bad, n_rows=raw.n_rows, hint="Fix these problem rows and rerun.")
     return problems

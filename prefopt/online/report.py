@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefopt.online.run_dir import TMP_PREFIX, atomic_write_text
+from prefopt.io import atomic_path, atomic_write_text
 
 PLOT = "accuracy_vs_length.png"
 TABLE = "summary.md"
@@ -58,10 +58,9 @@ def plot_tradeoff(rows: list[dict[str, Any]], path: Path, title: str = "") -> No
     ax.set_title(title or "accuracy vs length over rounds")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    fig.savefig(tmp, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def write_summary(root: Path, rows: list[dict[str, Any]], title: str = "") -> tuple[str, Path]:

@@ -40,6 +40,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from prefopt.config import RecipeError
 from prefopt.data import load_pairs, tokenize_pairs
 from prefopt.evaluate.accuracy import AccuracyReport, evaluate_accuracy, paired_difference
+from prefopt.io import fault_point, read_json, read_jsonl, write_json, write_jsonl
 from prefopt.losses import get_loss
 from prefopt.models import load_tokenizer
 from prefopt.online.answers import format_score
@@ -48,7 +49,7 @@ from prefopt.online.pairs import build_pairs
 from prefopt.online.policy import load_initial, load_policy, merged_policy_dir, save_policy
 from prefopt.online.problems import Problem, load_problems
 from prefopt.online.rewards import get_reward, score_rollouts
-from prefopt.online.run_dir import RunDir, fault_point, read_json, read_jsonl, write_json, write_jsonl
+from prefopt.online.run_dir import RunDir
 from prefopt.online.sampler import HFSampler, Sampler, VLLMSampler, resolve_engine
 from prefopt.online.types import RewardState, Rollout, ScoredRollout
 from prefopt.online.verifier import Verifier, get_verifier, verify_rollouts

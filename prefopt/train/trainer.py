@@ -24,7 +24,7 @@ import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import datasets
 import torch
@@ -33,15 +33,12 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 from trl.trainer.utils import disable_dropout_in_model
 
+from prefopt.config import REFERENCE_MODES, ReferenceMode
 from prefopt.data import PairCollator, load_pairs, tokenize_pairs
 from prefopt.data.tokenize import Truncation
 from prefopt.logps import ADAPTER_DISABLED, pair_logps, reference_pair_logps
 from prefopt.losses import LossFn, LossOutput, PairLogps
 from prefopt.reference import add_reference_logps
-
-ReferenceMode = Literal["precomputed", "live", "adapter_disabled"]
-REFERENCE_MODES: tuple[str, ...] = ("precomputed", "live", "adapter_disabled")
-
 
 @dataclass
 class PreferenceConfig(TrainingArguments):

@@ -20,7 +20,6 @@ from prefopt.annotate import (
     pairs_from_candidates,
     read_candidates,
     relabel_pairs,
-    wilson_interval,
 )
 from prefopt.data import DataValidationError
 
@@ -122,12 +121,6 @@ def test_relabel_reports_agreement_and_flips_or_drops(annotator):
     assert all(p["meta"]["cdr_chosen"] > p["meta"]["cdr_rejected"] for p in flipped)
     dropped, r_drop = relabel_pairs(pairs, annotator, on_disagree="drop")
     assert len(dropped) == sum(agree) and r_drop.n_dropped == 6 - sum(agree)
-
-
-def test_wilson_interval_known_value():
-    """p = 0.6, n = 200, z = 1.96: center = (0.6 + z²/400) / (1 + z²/200) = 0.598115,
-    half = z·sqrt(0.0012 + z²/160000) / (1 + z²/200) = 0.067281 -> (0.53084, 0.66539)."""
-    assert wilson_interval(120, 200) == pytest.approx((0.53084, 0.66539), abs=1e-5)
 
 
 def test_criteria_presets_and_files(tmp_path):

@@ -61,7 +61,7 @@ def test_cdr_relabel_and_candidates(tmp_path, model_dirs, capsys):
                 "flip",
                 "--out",
                 str(out),
-                "--no-progress",
+                "--quiet",
             ]
         )
         == 0
@@ -91,7 +91,7 @@ def test_cdr_relabel_and_candidates(tmp_path, model_dirs, capsys):
                 "sum",
                 "--out",
                 str(out),
-                "--no-progress",
+                "--quiet",
             ]
         )
         == 0
@@ -117,7 +117,7 @@ def test_treg_writes_rewards_the_data_pipeline_accepts(tmp_path, model_dirs):
     )
     out = tmp_path / "treg.jsonl"
     assert (
-        run(["treg", "--model", strong, "--pairs", pairs, "--out", str(out), "--limit", "2", "--no-progress"])
+        run(["treg", "--model", strong, "--pairs", pairs, "--out", str(out), "--limit", "2", "--quiet"])
         == 0
     )
     from prefopt.data import load_pairs, tokenize_pairs

@@ -8,7 +8,8 @@ from pathlib import Path
 from conftest import make_tiny_model, make_tiny_tokenizer
 from transformers import TrainerCallback
 
-from prefopt.annotate import annotate_token_rewards, write_rows
+from prefopt.annotate import annotate_token_rewards
+from prefopt.io import write_rows
 from prefopt.config import load_recipe
 from prefopt.data import load_pairs
 
@@ -33,7 +34,7 @@ def test_treg_annotated_recipe_trains_on_tiny_model(tmp_path):
     tokenizer.save_pretrained(model_dir)
     pairs = load_pairs(REPO / "data" / "arithmetic_pairs.jsonl").select(range(4))
     annotated = annotate_token_rewards(pairs, model, tokenizer, progress=False)
-    pair_file = write_rows(list(annotated), tmp_path / "pairs.treg.jsonl")
+    pair_file = write_rows(tmp_path / "pairs.treg.jsonl", list(annotated))
 
     # The tiny tokenizer spends more tokens per prompt than SmolLM2's, hence the longer limits.
     recipe = load_recipe(

@@ -10,7 +10,8 @@ from transformers import PreTrainedTokenizerFast
 
 from prefopt.annotate import scoring
 from prefopt.annotate.cache import ScoreCache
-from prefopt.annotate.scoring import BoundaryError, Scorer, format_conversation, score_responses
+from prefopt.annotate.scoring import Scorer, format_conversation, score_responses
+from prefopt.data.tokenize import TemplateMismatch
 
 PROMPTS = ["What is 2+2?", [{"role": "user", "content": "Name a color."}], "Say hi."]
 RESPONSES = ["It is 4.", [{"role": "assistant", "content": "Blue, like the sky."}], "Hi there!"]
@@ -82,7 +83,7 @@ def test_token_merged_across_boundary_is_an_error():
     tokenizer = merging_tokenizer()
     scorer = Scorer(make_tiny_model(tokenizer), tokenizer, "fp")
     with pytest.raises(
-        BoundaryError, match=r"response 1: .*merges tokens across the prompt/response boundary"
+        TemplateMismatch, match=r"response 1: .*merges tokens across the prompt/completion boundary"
     ):
         score_responses(scorer, ["q", "q"], ["ok", "Hello"], progress=False)
 
@@ -94,7 +95,7 @@ def test_template_that_rewrites_the_prompt_is_an_error(tiny_tokenizer):
         "{% if add_generation_prompt %}{{ 'assistant:' }}{% endif %}"
     )
     scorer = Scorer(make_tiny_model(tokenizer), tokenizer, "fp")
-    with pytest.raises(BoundaryError, match="renders the prompt differently"):
+    with pytest.raises(TemplateMismatch, match="renders the prompt differently"):
         score_responses(scorer, ["q"], ["a"], progress=False)
 
 
@@ -144,3 +145,15 @@ def test_interrupted_scoring_resumes_computing_only_the_rest(tmp_path, tiny_toke
     calls.clear()
     score_responses(scorer, prompts, responses, batch_size=2, cache=ScoreCache(path), progress=False)
     assert calls == []
+
+
+def test_scoring_uses_the_training_boundary_and_eos_rule(tiny_tokenizer):
+    """The response tokens a scorer sees are exactly the completion ids training uses for the same pair."""
+    from prefopt.annotate.scoring import split_tokens
+    from prefopt.data.tokenize import encode_pairs
+
+    prompt = [{"role": "user", "content": "What is 2 + 2?"}]
+    response = [{"role": "assistant", "content": "4, of course."}]
+    prompt_ids, chosen, _ = encode_pairs([prompt], [response], [response], tiny_tokenizer)
+    prompt_text, full_text = format_conversation(tiny_tokenizer, prompt, response)
+    assert split_tokens(tiny_tokenizer, prompt_text, full_text) == (prompt_ids[0], chosen[0])

@@ -11,11 +11,11 @@ from prefopt.annotate import (
     annotate_token_rewards,
     contrastive_token_rewards,
     token_rewards,
-    write_rows,
 )
 from prefopt.annotate.treg import wrap_prompt
 from prefopt.data import PairCollator, load_pairs, tokenize_pairs
 from prefopt.data.tokenize import encode_prompts
+from prefopt.io import write_rows
 
 
 def test_spec_vector():
@@ -99,7 +99,7 @@ def test_annotated_pairs_round_trip_into_training_batches(tmp_path, tiny_tokeniz
         ]
     )
     annotated = annotate_token_rewards(pairs, model, tiny_tokenizer, progress=False)
-    path = write_rows(list(annotated.remove_columns(["source_file", "source_row"])), tmp_path / "treg.jsonl")
+    path = write_rows(tmp_path / "treg.jsonl", list(annotated.remove_columns(["source_file", "source_row"])))
     reloaded, _ = tokenize_pairs(load_pairs(path), tiny_tokenizer)
     for row in reloaded:
         assert len(row["chosen_token_rewards"]) == len(row["chosen_ids"])

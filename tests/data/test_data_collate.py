@@ -121,3 +121,15 @@ def test_logits_positions_match_unpadded_forward(tiny_tokenizer, tiny_model):
                 ]
                 assert mask[b].sum() == len(completion)
                 torch.testing.assert_close(logps[b, : len(completion)], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sequence_batch_pads_right_and_marks_the_completion():
+    from prefopt.data.collate import sequence_batch
+
+    input_ids, attention, completion = sequence_batch([[1, 2], [3]], [[4], [5, 6, 7]], pad_token_id=0)
+    assert input_ids.tolist() == [[1, 2, 4, 0], [3, 5, 6, 7]]
+    assert attention.dtype == torch.long and attention.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+    assert completion.dtype == torch.bool
+    assert completion.tolist() == [[False, False, True, False], [False, True, True, True]]
+    wide, _, _ = sequence_batch([[1]], [[2]], pad_token_id=9, width=4)
+    assert wide.tolist() == [[1, 2, 9, 9]]

@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from prefopt.data import load_pairs, sources, validate_pairs
+from prefopt.data import DataSourceError, load_pairs, sources, validate_pairs
 
 HH_PATH = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "hh_rlhf_harmless" / "test.jsonl.gz"
@@ -123,14 +123,38 @@ def test_saved_dataset_directory_with_split(tmp_path):
 def test_hub_name_dispatches_to_load_dataset(monkeypatch):
     calls = []
 
-    def fake_load_dataset(name, split=None):
-        calls.append((name, split))
+    def fake_load_dataset(name, config_name=None, split=None):
+        calls.append((name, config_name, split))
         return datasets.Dataset.from_list(STANDARD)
 
-    monkeypatch.setattr(sources.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     ds = load_pairs("someone/prefs", split="train_prefs")
-    assert calls == [("someone/prefs", "train_prefs")]
+    assert calls == [("someone/prefs", None, "train_prefs")]
     assert ds.num_rows == 2 and ds[0]["source_file"] == "someone/prefs[train_prefs]"
+    rows = sources.read_rows("openai/gsm8k", split="test", config_name="main")  # a Hub config (GSM8K "main")
+    assert calls[-1] == ("openai/gsm8k", "main", "test") and rows.source == "openai/gsm8k[test]"
+
+
+def test_config_name_is_only_for_hub_datasets(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    with pytest.raises(DataSourceError, match=r"p\.jsonl: config_name='main' only applies to Hub datasets"):
+        sources.read_rows(path, config_name="main")
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+def test_an_empty_file_is_an_error(tmp_path, content):
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataSourceError, match=r"empty\.jsonl: contains no rows"):
+        sources.read_rows(path)
+
+
+def test_a_corrupt_parquet_file_is_a_data_source_error(tmp_path):
+    path = tmp_path / "pairs.parquet"
+    path.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataSourceError, match=r"pairs\.parquet: not a readable parquet file"):
+        sources.read_rows(path)
 
 
 def test_in_memory_rows():

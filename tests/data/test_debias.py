@@ -18,8 +18,8 @@ from prefopt.data.debias import (
     length_bias_report,
     pair_lengths,
     ratio_cap_indices,
-    report_path,
 )
+from prefopt.io import report_path
 
 
 def biased_pairs(n: int = 4000, p_longer: float = 0.8, seed: int = 0) -> datasets.Dataset:

@@ -14,34 +14,11 @@ from prefopt.evaluate.accuracy import (
     evaluate_accuracy,
     paired_difference,
     summarize,
-    wilson_interval,
 )
+from prefopt.stats import wilson_interval
 from prefopt.online.sampler import PromptItem, SamplerStats, SamplingParams
 from prefopt.online.types import Rollout
 from prefopt.online.verifier import get_verifier
-
-
-@pytest.mark.parametrize(
-    ("successes", "n", "low", "high"),
-    [
-        (50, 100, 0.4038, 0.5962),
-        (8, 10, 0.4902, 0.9433),
-        (0, 10, 0.0, 0.2775),  # z²/(n + z²) = 3.8415 / 13.8415
-        (10, 10, 0.7225, 1.0),
-    ],
-)
-def test_wilson_interval_hand_computed(successes, n, low, high):
-    got = wilson_interval(successes, n)
-    assert got == pytest.approx((low, high), abs=1e-4)
-    assert got[0] <= successes / n <= got[1]
-
-
-def test_wilson_interval_edges():
-    assert wilson_interval(0, 0) == (0.0, 1.0)
-    for n in (1, 7, 1000):
-        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
-    narrow, wide = wilson_interval(500, 1000), wilson_interval(5, 10)
-    assert narrow[1] - narrow[0] < wide[1] - wide[0]
 
 
 def outcomes(pattern: str, prefix: str = "p") -> dict[str, bool]:

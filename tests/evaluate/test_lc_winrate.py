@@ -203,7 +203,7 @@ def test_read_json_list_and_jsonl(tmp_path):
     assert read_annotations(as_list) == read_annotations(as_lines) == rows
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"output_1": "a", "preference": 1}) + "\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl, record 0: missing field\(s\) \['output_2'\]"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl, row 1, field 'output_2': missing; every annotation needs"):
         read_annotations(bad)
 
 

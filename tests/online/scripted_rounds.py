@@ -23,11 +23,11 @@ from typing import Any
 
 import yaml
 
+from prefopt.io import read_json, read_jsonl
 from prefopt.online.config import load_rounds_recipe
 from prefopt.online.pairs import build_pairs
 from prefopt.online.rewards import get_reward, score_rollouts
 from prefopt.online.rounds import RoundsRunner
-from prefopt.online.run_dir import read_json, read_jsonl
 from prefopt.online.sampler import PromptItem, SamplerStats, SamplingParams
 from prefopt.online.types import RewardState, Rollout, ScoredRollout, VerifyResult
 

@@ -109,7 +109,7 @@ def test_local_formats_ids_and_limit(tmp_path):
 )
 def test_missing_or_empty_field_names_file_row_and_field(tmp_path, row, field):
     path = write_rows(tmp_path / "bad.jsonl", [{"id": "a", "question": "q", "answer": "1"}, row])
-    with pytest.raises(ValueError, match=rf"bad\.jsonl row 2: field '{field}' is missing or empty") as info:
+    with pytest.raises(ValueError, match=rf"bad\.jsonl, row 2, field '{field}': missing or empty") as info:
         load_problems(path)
     assert "fields present" in str(info.value) and "question_field" in str(info.value)
 
@@ -119,7 +119,7 @@ def test_row_without_id_names_file_row_and_field(tmp_path):
         tmp_path / "ids.jsonl",
         [{"id": "a", "question": "q", "answer": "1"}, {"question": "q2", "answer": "2"}],
     )
-    with pytest.raises(ValueError, match=r"ids\.jsonl row 2: field 'id' is missing.*id_field: null"):
+    with pytest.raises(ValueError, match=r"ids\.jsonl, row 2, field 'id': missing.*id_field: null"):
         load_problems(path)
 
 
@@ -127,16 +127,16 @@ def test_duplicate_ids_are_rejected(tmp_path):
     rows = [{"id": i, "question": f"q{n}", "answer": "1"} for n, i in enumerate(["a", "b", "a"])]
     path = write_rows(tmp_path / "dup.jsonl", rows)
     with pytest.raises(
-        ValueError, match=r"dup\.jsonl row 3: problem id 'a' \(field 'id'\) repeats.*id_field: null"
+        ValueError, match=r"dup\.jsonl, row 3, field 'id': problem id 'a' repeats row 1.*id_field: null"
     ):
         load_problems(path)
     assert len(load_problems(path, id_field=None)) == 3
 
 
 def test_missing_file_and_corrupt_line(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"nothere\.jsonl does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"nothere\.jsonl: no such file"):
         load_problems(tmp_path / "nothere.jsonl")
     bad = tmp_path / "corrupt.jsonl"
     bad.write_text('{"id": "a", "question": "q", "answer": "1"}\n\n{"id": "b", "question":\n')
-    with pytest.raises(ValueError, match=r"corrupt\.jsonl row 3: not valid JSON"):
+    with pytest.raises(ValueError, match=r"corrupt\.jsonl, row 3: malformed JSON"):
         load_problems(bad)

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
+from prefopt.io import FAULT_ENV, InjectedFault
 from prefopt.online.config import RoundsRecipe, load_rounds_recipe
-from prefopt.online.run_dir import FAULT_ENV, InjectedFault
 
 REWARD_MODULE = '''
 from prefopt.online.rewards import available_rewards, register_reward
