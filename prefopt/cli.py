@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "prefopt.commands.rounds",
     "prefopt.commands.data",
     "prefopt.commands.eval",
+    "prefopt.commands.export",
     "prefopt.commands.annotate",
 )
 
@@ -33,6 +34,7 @@ USER_ERRORS: tuple[tuple[type[Exception], int], ...] = (
     (DataSourceError, 1),
     (TemplateMismatch, 1),
     (FileNotFoundError, 1),
+    (FileExistsError, 1),
 )
 
 
