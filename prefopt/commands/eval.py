@@ -82,7 +82,8 @@ def _register_accuracy(commands: argparse._SubParsersAction) -> None:
     acc.add_argument("--verifier", default="math", help="answer checker: math (default), exact, or a registered one")
     acc.add_argument("--timeout", type=float, default=5.0, help="verifier seconds per answer (default 5)")
     acc.add_argument("--engine", default="hf", choices=("auto", "hf", "vllm"), help="default: hf")
-    acc.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16, auto")
+    acc.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "auto"),
+                     help="weights dtype (default: the run's model.dtype for RUN@ROUND, else float32)")
     acc.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub (off by default)")
     acc.add_argument("--out", help="write the reports and every completion here (JSON; default: "
                      "eval-<model>-<problems>.json)")

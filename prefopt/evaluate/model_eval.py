@@ -85,12 +85,15 @@ class LoadedModel:
     instruction: str | None
 
 
-def load_any_model(spec: str, dtype: str = "float32", trust_remote_code: bool = False) -> LoadedModel:
-    """Load ``spec``: ``RUN_DIR@ROUND``, a built-in name, a local directory or a Hub id."""
+def load_any_model(spec: str, dtype: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
+    """Load ``spec``: ``RUN_DIR@ROUND``, a built-in name, a local directory or a Hub id.
+
+    ``dtype`` ``None``: the run's ``model.dtype`` for a round, else float32.
+    """
     if parse_round(spec) is not None:
         model, tokenizer, recipe = load_round(spec, dtype)
         return LoadedModel(spec, model, tokenizer, None, recipe.problems.instruction)
-    model = load_model(spec, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = load_model(spec, dtype=dtype or "float32", trust_remote_code=trust_remote_code)
     path, gguf = resolve(spec)
     weights = Path(path) if gguf is None and Path(path).is_dir() else None
     return LoadedModel(spec, model, load_tokenizer(spec, trust_remote_code=trust_remote_code), weights, None)

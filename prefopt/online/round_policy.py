@@ -15,8 +15,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from prefopt.config import RecipeError, format_validation_error
 from prefopt.models import load_tokenizer
 from prefopt.online.config import RoundsRecipe
 from prefopt.online.policy import load_policy
@@ -37,7 +39,13 @@ def _open_run(root: Path, index: int) -> tuple[RunDir, RoundsRecipe]:
         raise FileNotFoundError(f"{root} is not a prefopt rounds run directory (no {MANIFEST}); "
                                 "give RUN_DIR@ROUND, e.g. runs/quickstart@3")
     run = RunDir(root)
-    recipe = RoundsRecipe.model_validate(run.manifest["recipe"])
+    stored = dict(run.manifest.get("recipe") or {})
+    stored["logging"] = {**stored.get("logging", {}), "report_to": "none"}  # trackers play no part here
+    try:
+        recipe = RoundsRecipe.model_validate(stored)
+    except ValidationError as err:
+        raise RecipeError(format_validation_error(err, f"{root / MANIFEST} (the run's stored recipe)", RoundsRecipe,
+                                                  "rounds recipe")) from None
     trained = [r for r in range(1, recipe.rounds.count + 1) if run.done(r, "train")]
     if index > 0 and index not in trained:
         have = f"rounds 0-{max(trained)}" if trained else "only round 0 (the initial model)"

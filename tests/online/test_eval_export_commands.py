@@ -123,6 +123,12 @@ def test_bad_inputs_are_one_line_errors(tiny_model_dir, tmp_path, capsys):
     assert status == 2 and "sampling needs temperature > 0" in err
     status, _, err = run(capsys, "export", "runs/no-round-given", tmp_path / "x")
     assert status == 2 and "not of the form RUN_DIR@ROUND" in err
+    old_run = tmp_path / "old"  # a run whose stored recipe this version no longer accepts
+    old_run.mkdir()
+    (old_run / "manifest.json").write_text(json.dumps({"recipe": {"problems": {"train": "t", "heldout": "h"}},
+                                                       "rounds": {}}))
+    status, _, err = run(capsys, "export", f"{old_run}@0", tmp_path / "x")
+    assert status == 2 and "(the run's stored recipe): invalid rounds recipe" in err and "heldout moved" in err
 
 
 def test_format_choices_match_the_formats():
