@@ -147,7 +147,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
     if args.verifier not in available_verifiers():
         raise RecipeError(f"--verifier: unknown verifier {args.verifier!r}; registered: {', '.join(available_verifiers())}")
     for flag, value in (("--n", args.n), ("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size),
-                        ("--limit", args.limit or 1)):
+                        ("--limit", 1 if args.limit is None else args.limit)):
         if value < 1:
             raise RecipeError(f"{flag} must be at least 1, got {value}")
     try:

@@ -56,6 +56,11 @@ def test_math500_format_is_detected_and_sampling_gives_pass_at_k(tiny_model_dir,
     assert len(model["completions"]) == 8 and {c["prompt_id"] for c in model["completions"]} == {
         "test/precalculus/807.json", "test/intermediate_algebra/1994.json"}
     assert "4 samples each (accuracy: sample 0): mean@4" in stdout and "pass@4" in stdout
+    status, stdout, _ = run(capsys, "eval", "accuracy", tiny_model_dir, SHARED / "math500" / "test.jsonl",
+                            "--limit", 1, "--json", "--out", tmp_path / "one.json", *FAST)
+    summary = json.loads(stdout)
+    assert status == 0 and summary["n_problems"] == 1 and summary["model"]["n"] == 1
+    assert "completions" not in summary["model"] and "outcomes" not in summary["model"]
 
 
 @pytest.fixture()
@@ -117,6 +122,8 @@ def test_bad_inputs_are_one_line_errors(tiny_model_dir, tmp_path, capsys):
     bad.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?"}\n')
     status, _, err = run(capsys, "eval", "accuracy", tiny_model_dir, bad, *FAST)
     assert status == 1 and "bad.jsonl row 2: field 'answer' is missing" in err
+    status, _, err = run(capsys, "eval", "accuracy", tiny_model_dir, bad, "--limit", "0", *FAST)
+    assert status == 2 and "--limit must be at least 1, got 0" in err
     status, _, err = run(capsys, "eval", "accuracy", tiny_model_dir, bad, "--verifier", "nope", *FAST)
     assert status == 2 and "--verifier: unknown verifier 'nope'" in err
     status, _, err = run(capsys, "eval", "accuracy", tiny_model_dir, bad, "--n", "2", "--temperature", "0", *FAST)
