@@ -5,12 +5,13 @@ A model is a local directory, a built-in name, a Hub id, or a round of a rounds 
 reads them (:func:`prefopt.online.problems.load_problems`), in one of :data:`PROBLEM_FORMATS`:
 ``gsm8k`` (``question`` / ``answer`` / ``id`` when present: GSM8K and prefopt's arithmetic files) or
 ``math500`` (``problem`` / ``solution`` / ``unique_id``); ``auto`` picks by the fields present. The
-instruction appended to each question defaults to the run's own (for ``RUN@ROUND``), else the
-format's. Two models on the same problems compare *paired* (:func:`paired_difference`).
+instruction appended to each question defaults to the run's own (for ``RUN@ROUND`` and exported
+rounds), else the format's. Two models on the same problems compare *paired* (:func:`paired_difference`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from prefopt.data import DataSourceError
 from prefopt.evaluate.accuracy import AccuracyReport, evaluate_accuracy
 from prefopt.models import load_model, load_tokenizer, resolve
 from prefopt.online.problems import Problem, load_problems
-from prefopt.online.round_policy import load_round, parse_round
+from prefopt.online.round_policy import EXPORT_INFO, load_round, parse_round
 from prefopt.online.sampler import SamplingParams, make_sampler, resolve_engine
 from prefopt.online.verifier import Verifier
 
@@ -88,7 +89,8 @@ class LoadedModel:
 def load_any_model(spec: str, dtype: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
     """Load ``spec``: ``RUN_DIR@ROUND``, a built-in name, a local directory or a Hub id.
 
-    ``dtype`` ``None``: the run's ``model.dtype`` for a round, else float32.
+    ``dtype`` ``None``: the run's ``model.dtype`` for a round, else float32. A round (or a directory
+    written by ``prefopt export``) brings its run's instruction.
     """
     if parse_round(spec) is not None:
         model, tokenizer, recipe = load_round(spec, dtype)
@@ -96,7 +98,9 @@ def load_any_model(spec: str, dtype: str | None = None, trust_remote_code: bool 
     model = load_model(spec, dtype=dtype or "float32", trust_remote_code=trust_remote_code)
     path, gguf = resolve(spec)
     weights = Path(path) if gguf is None and Path(path).is_dir() else None
-    return LoadedModel(spec, model, load_tokenizer(spec, trust_remote_code=trust_remote_code), weights, None)
+    info = weights / EXPORT_INFO if weights is not None else None
+    instruction = json.loads(info.read_text())["instruction"] if info is not None and info.is_file() else None
+    return LoadedModel(spec, model, load_tokenizer(spec, trust_remote_code=trust_remote_code), weights, instruction)
 
 
 def evaluate_model(

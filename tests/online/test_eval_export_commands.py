@@ -107,6 +107,12 @@ def test_rounds_of_a_run_export_and_evaluate(trained_run, tmp_path, capsys):
         assert [c["completion"] for c in result[role]["completions"]] == [c["completion"] for c in logged["completions"]]
         assert result[role]["accuracy"] == logged["accuracy"]
     assert result["paired_difference"]["n"] == 3
+    # the exported round answers exactly as the round does, with the run's instruction it carries
+    status, _, _ = run(capsys, "eval", "accuracy", exported, problems, "--vs", f"{root}@1", "--out", out,
+                       "--verifier", "exact", "--max-new-tokens", 5, "--batch-size", 2, "--no-progress")
+    result = json.loads(out.read_text())
+    assert status == 0 and result["model"]["instruction"] == "Answer after ####."
+    assert result["model"]["completions"] == result["vs"]["completions"]
 
     status, _, err = run(capsys, "eval", "accuracy", f"{root}@5", problems, *FAST)
     assert status == 1 and "round 5 has not been trained" in err and err.count("\n") == 1
