@@ -11,6 +11,7 @@ prefopt, e.g. for lighteval or lm-evaluation-harness (docs/evaluate.md).
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -81,4 +82,14 @@ def export_round(spec: str, out_dir: str | Path, dtype: str | None = None) -> Pa
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=1) + "\n")
+        _shareable(tmp)
     return out
+
+
+def _shareable(directory: Path) -> None:
+    """The usual permissions (umask applied) for a directory built in a private temporary one."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for path in directory.iterdir():
+        path.chmod(0o666 & ~umask)

@@ -81,6 +81,7 @@ def test_rounds_of_a_run_export_and_evaluate(trained_run, tmp_path, capsys):
     status, stdout, _ = run(capsys, "export", f"{root}@1", exported)
     assert status == 0 and "AutoModelForCausalLM.from_pretrained" in stdout
     assert (exported / "model.safetensors").is_file() and not (exported / "adapter_config.json").exists()
+    assert exported.stat().st_mode & 0o755 == 0o755 and (exported / "model.safetensors").stat().st_mode & 0o644 == 0o644
     model = AutoModelForCausalLM.from_pretrained(exported)
     tokenizer = AutoTokenizer.from_pretrained(exported)
     policy, _, recipe = load_round(f"{root}@1")
