@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     tokenizer, model = load_tokenizer(args.model), load_model(args.model)
-    problems = load_problems(REPO / "data" / "arithmetic" / "heldout.jsonl", limit=args.prompts)
+    problems = load_problems(REPO / "data" / "arithmetic" / "validation.jsonl", limit=args.prompts)
     items = [p.prompt_item(INSTRUCTION) for p in problems]
     sampler = HFSampler(model, tokenizer, progress=False)
     results = []

@@ -2,26 +2,30 @@
 
 Deterministic (seeded ``random.Random``), no third-party data. Writes, next to this file:
 
-- ``arithmetic/train.jsonl`` and ``arithmetic/heldout.jsonl``: one problem per line with fields
-  ``id`` (stable, e.g. ``"train-00042"``), ``question`` (the word problem, without any answer-format
-  instruction), ``answer`` (the gold: the integer as a plain string, e.g. ``"18"``; the GSM8K-style
-  ``#### N`` marker belongs to the *model's* output, not to the gold) and ``difficulty`` (1-3).
-  No question appears in both splits.
+- ``arithmetic/train.jsonl``, ``arithmetic/validation.jsonl`` and ``arithmetic/test.jsonl``: one
+  problem per line with fields ``id`` (stable, e.g. ``"train-00042"``), ``question`` (the word
+  problem, without any answer-format instruction), ``answer`` (the gold: the integer as a plain
+  string, e.g. ``"18"``; the GSM8K-style ``#### N`` marker belongs to the *model's* output, not to the
+  gold) and ``difficulty`` (1-3). No question appears in two splits. The three roles (see
+  docs/quickstart.md): rounds sample from *train*; recipes, instructions and difficulty levels are
+  chosen on *validation*; *test* is reported and never used for a choice. The test split is drawn
+  from its own seeded stream after the others, so train and validation are unchanged by its size.
+  ``make_arithmetic_oot.py`` writes the out-of-template validation and test sets.
 - ``arithmetic_pairs.jsonl``: TRL *conversational* preference pairs (``prompt`` = one user message
   holding the question plus :data:`INSTRUCTION`, ``chosen`` / ``rejected`` = one assistant message).
   ``chosen`` is a concise correct solution; ``rejected`` is either a verbose correct solution (the
   length bias the length-aware losses should undo) or a concise wrong one.
 
 Difficulty levels (calibrated on the embedded SmolLM2-135M-Instruct; greedy, with the quickstart's
-instruction, it is right on 29%, 21% and 0% of them, 23% of the first 100 held-out problems —
-round 0 of docs/quickstart.md; this model is weak):
+instruction, it is right on 29%, 21% and 0% of them, 23% of the first 100 validation problems —
+the quickstart's round 0 before the test splits existed; this model is weak):
 
 1. one addition, numbers <= 10;
 2. one operation (``+``, ``-``, ``*``), numbers <= 20 (products <= 100);
 3. two operations, numbers <= 20.
 
-Usage: ``python data/make_arithmetic.py [--seed 0] [--train 2000] [--heldout 200] [--pairs 500]
-[--mix 1:0.6,2:0.3,3:0.1]``. The defaults regenerate the committed files byte for byte.
+Usage: ``python data/make_arithmetic.py [--seed 0] [--train 2000] [--validation 200] [--test 200]
+[--pairs 500] [--mix 1:0.6,2:0.3,3:0.1]``. The defaults regenerate the committed files byte for byte.
 """
 
 from __future__ import annotations
@@ -125,7 +129,8 @@ def wrong_solution(rng: random.Random, steps: list[Step], answer: int) -> str:
     return f"{work} {last}".strip() + f"\n#### {wrong}"
 
 
-def _parse_mix(text: str) -> dict[int, float]:
+def parse_mix(text: str) -> dict[int, float]:
+    """``"1:0.6,2:0.3,3:0.1"`` → ``{1: 0.6, 2: 0.3, 3: 0.1}`` (levels 1-3, non-negative weights)."""
     mix: dict[int, float] = {}
     for part in text.split(","):
         level, _, weight = part.partition(":")
@@ -135,29 +140,41 @@ def _parse_mix(text: str) -> dict[int, float]:
     return mix
 
 
-def generate(
-    seed: int, n_train: int, n_heldout: int, n_pairs: int, mix: dict[int, float]
-) -> tuple[list[dict], list[dict], list[dict]]:
-    """Build ``(train, heldout, pairs)`` rows; unique questions, disjoint splits, deterministic."""
-    rng = random.Random(seed)
+Problems = list[tuple[str, int, int, list[Step]]]
+"""``(question, answer, difficulty, steps)`` per problem."""
+
+
+def draw_problems(
+    rng: random.Random, n: int, mix: dict[int, float], seen: set[str], make: Callable = make_problem
+) -> Problems:
+    """``n`` problems with questions not in ``seen`` (which is updated), difficulty drawn from ``mix``."""
     levels, weights = zip(*sorted(mix.items()))
-    seen: set[str] = set()
-    problems: list[tuple[str, int, int, list[Step]]] = []
-    while len(problems) < n_train + n_heldout:
+    problems: Problems = []
+    while len(problems) < n:
         difficulty = rng.choices(levels, weights)[0]
-        question, answer, steps = make_problem(rng, difficulty)
+        question, answer, steps = make(rng, difficulty)
         if question not in seen:
             seen.add(question)
             problems.append((question, answer, difficulty, steps))
-    heldout_rows = [
-        {"id": f"heldout-{i:05d}", "question": q, "answer": str(a), "difficulty": d}
-        for i, (q, a, d, _) in enumerate(problems[:n_heldout])
-    ]
-    train_problems = problems[n_heldout:]
-    train_rows = [
-        {"id": f"train-{i:05d}", "question": q, "answer": str(a), "difficulty": d}
-        for i, (q, a, d, _) in enumerate(train_problems)
-    ]
+    return problems
+
+
+def problem_rows(prefix: str, problems: Problems) -> list[dict]:
+    """The JSON rows of ``problems`` with ids ``<prefix>-00000``, ``<prefix>-00001``, ..."""
+    return [{"id": f"{prefix}-{i:05d}", "question": q, "answer": str(a), "difficulty": d}
+            for i, (q, a, d, _) in enumerate(problems)]
+
+
+def generate(
+    seed: int, n_train: int, n_validation: int, n_test: int, n_pairs: int, mix: dict[int, float]
+) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
+    """Build ``(train, validation, test, pairs)`` rows; unique questions, disjoint splits, deterministic."""
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    problems = draw_problems(rng, n_train + n_validation, mix, seen)
+    validation_rows = problem_rows("validation", problems[:n_validation])
+    train_problems = problems[n_validation:]
+    train_rows = problem_rows("train", train_problems)
     pairs = []
     for question, answer, _, steps in train_problems[:n_pairs]:
         rejected = verbose_solution(question, steps, answer) if rng.random() < 0.6 else wrong_solution(rng, steps, answer)
@@ -168,7 +185,8 @@ def generate(
                 "rejected": [{"role": "assistant", "content": rejected}],
             }
         )
-    return train_rows, heldout_rows, pairs
+    test_rows = problem_rows("test", draw_problems(random.Random(f"{seed}-test"), n_test, mix, seen))
+    return train_rows, validation_rows, test_rows, pairs
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -182,18 +200,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train", type=int, default=2000, help="training problems")
-    parser.add_argument("--heldout", type=int, default=200, help="held-out problems")
+    parser.add_argument("--validation", type=int, default=200, help="validation problems (for choosing recipes)")
+    parser.add_argument("--test", type=int, default=200, help="test problems (reported, never used for a choice)")
     parser.add_argument("--pairs", type=int, default=500, help="offline preference pairs (from train problems)")
     parser.add_argument("--mix", default="1:0.6,2:0.3,3:0.1", help="difficulty weights LEVEL:WEIGHT,...")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="output directory")
     args = parser.parse_args(argv)
     if args.pairs > args.train:
         parser.error("--pairs cannot exceed --train (pairs are built from training problems)")
-    train, heldout, pairs = generate(args.seed, args.train, args.heldout, args.pairs, _parse_mix(args.mix))
-    write_jsonl(args.out / "arithmetic" / "train.jsonl", train)
-    write_jsonl(args.out / "arithmetic" / "heldout.jsonl", heldout)
+    train, validation, test, pairs = generate(args.seed, args.train, args.validation, args.test, args.pairs,
+                                              parse_mix(args.mix))
+    for name, rows in (("train", train), ("validation", validation), ("test", test)):
+        write_jsonl(args.out / "arithmetic" / f"{name}.jsonl", rows)
     write_jsonl(args.out / "arithmetic_pairs.jsonl", pairs)
-    print(f"wrote {len(train)} train, {len(heldout)} held-out problems and {len(pairs)} pairs under {args.out}")
+    print(f"wrote {len(train)} train, {len(validation)} validation and {len(test)} test problems and "
+          f"{len(pairs)} pairs under {args.out}")
 
 
 if __name__ == "__main__":

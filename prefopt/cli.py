@@ -2,7 +2,7 @@
 
 Each command group is a module in ``prefopt/commands/`` exposing ``register(subparsers)``; adding
 a command is one module plus one line in :data:`COMMANDS`. A user error
-(:class:`prefopt.errors.UserError`: a recipe key, a data row, a file; or a missing file) prints one
+(:class:`prefopt.errors.UserError`: a recipe key, a data row, a file; or a missing or existing file) prints one
 message naming it, without a traceback, and exits with its status (2 for a recipe, 1 otherwise);
 ``--debug``, anywhere on the command line, shows the traceback instead.
 
@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "prefopt.commands.rounds",
     "prefopt.commands.data",
     "prefopt.commands.eval",
+    "prefopt.commands.export",
     "prefopt.commands.annotate",
 )
 
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides += extra
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError) as err:
+    except (UserError, FileNotFoundError, FileExistsError) as err:
         if debug:
             raise
         print(f"prefopt {args.command}: error: {err}", file=sys.stderr)

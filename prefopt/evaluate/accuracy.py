@@ -3,7 +3,10 @@
 :func:`evaluate_accuracy` decodes each held-out problem once (greedy by default), verifies it and
 returns an :class:`AccuracyReport`: accuracy with its Wilson score interval, mean/median completion
 length in tokens (EOS counted when generated) and the truncation rate, plus the per-problem outcomes
-(``problem id → correct``) so two evaluations on the same problems can be compared *paired*.
+(``problem id → correct``) so two evaluations on the same problems can be compared *paired*, and
+every completion (prompt id, sample index, text, extracted answer, verdict, length, finish reason),
+so any figure can be audited. Sampled with ``n > 1``, the report adds mean@n (the fraction of all
+samples that are right) and the unbiased pass@k of Chen et al. (2021, eq. 1) for k = 1, 2, 4, ..., n.
 
 :func:`paired_difference` compares two evaluations on the same problems: the accuracy difference
 ``b − a`` with a normal-approximation 95% interval on the per-problem differences and McNemar's
@@ -22,7 +25,7 @@ from typing import Any, Mapping, Sequence
 from scipy.stats import binomtest
 
 from prefopt.online.sampler import PromptItem, Sampler, SamplingParams
-from prefopt.online.verifier import Verifier
+from prefopt.online.verifier import Truncated, Verifier, verify_rollouts
 from prefopt.stats import Z95, wilson_interval
 
 @dataclass(frozen=True)
@@ -67,7 +70,13 @@ def paired_difference(a: Mapping[str, bool], b: Mapping[str, bool]) -> PairedDif
 
 @dataclass
 class AccuracyReport:
-    """One evaluation: accuracy (+ Wilson CI), completion lengths and per-problem outcomes."""
+    """One evaluation: accuracy (+ Wilson CI), completion lengths, per-problem outcomes, every completion.
+
+    ``accuracy``, ``outcomes`` and ``lengths`` are about sample 0 of each problem (the greedy answer,
+    or the first sample), one outcome per problem so that evaluations pair up; ``samples`` is the
+    number of samples per problem, ``mean_at_n`` the accuracy over all of them and ``pass_at_k``
+    (keys ``"1"``, ``"2"``, ...) the unbiased pass@k.
+    """
 
     n: int
     accuracy: float
@@ -78,14 +87,18 @@ class AccuracyReport:
     truncation_rate: float
     seconds: float
     tokens_per_second: float
+    samples: int = 1
+    mean_at_n: float | None = None
+    pass_at_k: dict[str, float] = field(default_factory=dict)
     outcomes: dict[str, bool] = field(default_factory=dict)
     lengths: dict[str, int] = field(default_factory=dict)
+    completions: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The scalar fields (no per-problem data), for metrics files and tables."""
         data = asdict(self)
-        data.pop("outcomes")
-        data.pop("lengths")
+        for key in ("outcomes", "lengths", "completions"):
+            data.pop(key)
         return data
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,14 +111,30 @@ class AccuracyReport:
         return cls(**data)
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples of which ``c`` are right (Chen et al., 2021, eq. 1).
+
+    ``pass@k = 1 − C(n − c, k) / C(n, k)``: the chance that at least one of ``k`` samples drawn
+    without replacement from the ``n`` is right.
+    """
+    if not 0 < k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass_at_k: need 0 < k <= n and 0 <= c <= n, got n={n}, c={c}, k={k}")
+    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
 def summarize(
     outcomes: Mapping[str, bool],
     lengths: Mapping[str, int],
     truncated: Mapping[str, bool],
     seconds: float = 0.0,
     tokens_per_second: float = 0.0,
+    completions: Sequence[Mapping[str, Any]] = (),
 ) -> AccuracyReport:
-    """Build an :class:`AccuracyReport` from per-problem outcomes, lengths and truncation flags."""
+    """Build an :class:`AccuracyReport` from per-problem outcomes, lengths and truncation flags.
+
+    ``completions`` (one record per sample, with ``prompt_id`` and ``correct``) adds mean@n and
+    pass@k when there are several samples per problem.
+    """
     n = len(outcomes)
     if n == 0:
         raise ValueError("summarize: no problems were evaluated; the held-out set is empty")
@@ -124,7 +153,26 @@ def summarize(
         tokens_per_second=tokens_per_second,
         outcomes=dict(outcomes),
         lengths=dict(lengths),
+        completions=[dict(c) for c in completions],
+        **_sample_statistics(completions),
     )
+
+
+def _sample_statistics(completions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``samples``, ``mean_at_n`` and ``pass_at_k`` of per-sample records (empty when one sample each)."""
+    correct: dict[str, list[bool]] = {}
+    for record in completions:
+        correct.setdefault(record["prompt_id"], []).append(bool(record["correct"]))
+    counts = {len(v) for v in correct.values()}
+    if len(counts) != 1 or counts == {1}:
+        return {}
+    n = counts.pop()
+    ks = sorted({2**i for i in range(n.bit_length()) if 2**i <= n} | {n})
+    return {
+        "samples": n,
+        "mean_at_n": statistics.fmean(c for v in correct.values() for c in v),
+        "pass_at_k": {str(k): statistics.fmean(pass_at_k(n, sum(v), k) for v in correct.values()) for k in ks},
+    }
 
 
 def evaluate_accuracy(
@@ -133,24 +181,36 @@ def evaluate_accuracy(
     golds: Sequence[str],
     verifier: Verifier,
     params: SamplingParams | None = None,
+    truncated: Truncated = "incorrect",
 ) -> AccuracyReport:
-    """Decode each problem once (greedy unless ``params`` says otherwise), verify, and summarize.
+    """Decode each problem (greedy unless ``params`` says otherwise), verify every sample, and summarize.
 
-    ``golds[i]`` is the reference answer of ``problems[i]``. With ``params.n > 1`` only sample 0 of
-    each problem is scored, so the report stays one outcome per problem (paired comparisons).
+    ``golds[i]`` is the reference answer of ``problems[i]``. ``truncated`` is the verifier's truncation
+    policy (:func:`~prefopt.online.verifier.verify_rollouts`): by default an answer cut at the
+    generation limit is incorrect, as in training. With ``params.n > 1`` the report's
+    accuracy, outcomes and lengths are sample 0's (one outcome per problem, for paired comparisons)
+    and mean@n / pass@k cover all samples; every sample is kept in ``completions``.
     """
     if len(problems) != len(golds):
         raise ValueError(f"evaluate_accuracy: {len(problems)} problems but {len(golds)} gold answers")
     params = params or SamplingParams(greedy=True)
     start = time.perf_counter()
     rollouts, stats = sampler.sample(problems, params)
-    first = [r for r in rollouts if r.sample_index == 0]
     gold_of = {p.id: g for p, g in zip(problems, golds)}
-    results = verifier.verify_batch([r.completion for r in first], [gold_of[r.prompt_id] for r in first])
+    results = verify_rollouts(verifier, [r.completion for r in rollouts], [gold_of[r.prompt_id] for r in rollouts],
+                              [r.finish_reason for r in rollouts], truncated)
+    completions = [
+        {"prompt_id": r.prompt_id, "sample_index": r.sample_index, "completion": r.completion,
+         "extracted": v.extracted, "correct": v.correct, "verify_status": v.status, "length": r.length,
+         "finish_reason": r.finish_reason}
+        for r, v in zip(rollouts, results)
+    ]
+    first = [c for c in completions if c["sample_index"] == 0]
     return summarize(
-        outcomes={r.prompt_id: v.correct for r, v in zip(first, results)},
-        lengths={r.prompt_id: r.length for r in first},
-        truncated={r.prompt_id: r.finish_reason == "length" for r in first},
+        outcomes={c["prompt_id"]: c["correct"] for c in first},
+        lengths={c["prompt_id"]: c["length"] for c in first},
+        truncated={c["prompt_id"]: c["finish_reason"] == "length" for c in first},
         seconds=time.perf_counter() - start,
         tokens_per_second=stats.tokens_per_second,
+        completions=completions,
     )

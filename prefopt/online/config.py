@@ -1,8 +1,9 @@
 """``RoundsRecipe``: the YAML schema of ``prefopt rounds`` (semi-on-policy preference rounds).
 
-Sections, top to bottom: ``run`` (name and output root) → ``model`` → ``problems`` (training and
-held-out problem sources) → ``rounds`` (count, prompts per round, reference choice) → ``sampler`` →
-``verifier`` → ``reward`` → ``pairs`` → ``loss`` → ``optim`` → ``train`` → ``eval`` → ``logging``.
+Sections, top to bottom: ``run`` (name and output root) → ``model`` → ``problems`` (the training
+problems and the instruction) → ``rounds`` (count, prompts per round, reference choice) → ``sampler`` →
+``verifier`` → ``reward`` → ``pairs`` → ``loss`` → ``optim`` → ``train`` → ``eval`` (the evaluation
+sets) → ``logging``.
 ``model``, ``loss``, ``optim`` and ``logging`` are the ``prefopt train`` sections
 (:mod:`prefopt.config`); the others are defined here. Unknown keys are errors; the reward, pair
 strategy and verifier names and hyperparameters are checked when the recipe loads, before any model.
@@ -10,8 +11,9 @@ strategy and verifier names and hyperparameters are checked when the recipe load
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
@@ -32,6 +34,7 @@ from prefopt.online.pairs import available_pair_strategies, check_pair_options
 from prefopt.online.recipe_checks import check_reward_fits
 from prefopt.online.rewards import available_rewards, get_reward
 from prefopt.online.sampler import SamplingParams
+from prefopt.online.trackers import check_trackers
 from prefopt.online.verifier import Truncated, available_verifiers, check_verifier
 
 
@@ -48,22 +51,29 @@ class RunConfig(Section):
 
 
 class ProblemsConfig(Section):
-    """Training and held-out problems: local files (jsonl/json/parquet) or Hub dataset names.
+    """The training problems: a local file (jsonl/json/parquet) or a Hub dataset name.
 
-    ``instruction`` is appended to every question (the answer format the verifier expects).
-    ``id_field: null`` numbers rows. ``heldout_limit`` evaluates only the first N held-out problems.
+    ``instruction`` is appended to every question, in training and evaluation (the answer format
+    the verifier expects). ``id_field: null`` numbers rows. The field names and ``config_name`` are
+    also the defaults of every evaluation set (``eval.sets``).
     """
 
     train: str
-    heldout: str
     train_split: str = "train"
-    heldout_split: str = "test"
     config_name: str | None = None
     question_field: str = "question"
     answer_field: str = "answer"
     id_field: str | None = "id"
     instruction: str = ""
-    heldout_limit: int | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        moved = sorted(k for k in ("heldout", "heldout_split", "heldout_limit") if isinstance(data, dict) and k in data)
+        if moved:
+            raise ValueError(f"{', '.join(moved)} moved to eval.sets: a mapping of evaluation sets, e.g. "
+                             "eval.sets: {test: {path: data/arithmetic/test.jsonl, split: test, limit: 100}}")
+        return data
 
 
 class RoundsConfig(Section):
@@ -203,11 +213,54 @@ class RoundTrainConfig(Section):
     max_prompt_length: int = Field(256, gt=0)
 
 
-class EvalConfig(Section):
-    """Greedy held-out evaluation after every round (and of the initial model)."""
+class EvalSetConfig(Section):
+    """One evaluation set: a local file or Hub dataset (``split``, ``limit``: its first N problems).
 
+    ``question_field``, ``answer_field``, ``id_field`` and ``config_name`` default to the
+    ``problems`` section's (filled in when the recipe loads, so ``--dry-run`` shows them); set them
+    here when this set's format differs from the training problems'.
+    """
+
+    FORMAT_KEYS: ClassVar[tuple[str, ...]] = ("config_name", "question_field", "answer_field", "id_field")
+
+    path: str
+    split: str = "test"
+    limit: int | None = Field(None, gt=0)
+    config_name: str | None = None
+    question_field: str | None = None
+    answer_field: str | None = None
+    id_field: str | None = None
+
+    def inherit(self, problems: ProblemsConfig) -> None:
+        """Take the format fields this set does not set from ``problems``."""
+        for key in self.FORMAT_KEYS:
+            if key not in self.model_fields_set:
+                setattr(self, key, getattr(problems, key))
+
+    def source(self) -> dict[str, Any]:
+        """The :func:`~prefopt.online.problems.load_problems` arguments of this set."""
+        return {"source": self.path, "split": self.split, "limit": self.limit,
+                **{key: getattr(self, key) for key in self.FORMAT_KEYS}}
+
+
+class EvalConfig(Section):
+    """Greedy evaluation after every round (and of the initial model) on each set of ``sets``.
+
+    ``sets`` maps a name (its row group in ``summary.md``, its line in the plot, its tracker group)
+    to an :class:`EvalSetConfig`. The protocol (docs/quickstart.md): report *test* sets; choose
+    recipes on *validation* sets (run with ``eval.sets`` overridden), never on the test sets.
+    """
+
+    sets: dict[str, EvalSetConfig] = Field(min_length=1)
     max_new_tokens: int = Field(256, gt=0)
     batch_size: int = Field(16, gt=0)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> EvalConfig:
+        bad = [name for name in self.sets if not re.fullmatch(r"[A-Za-z0-9._-]+", name)]
+        if bad:
+            raise ValueError(f"eval.sets: set names must be letters, digits, '.', '_' or '-'; got {bad}")
+        return self
 
     def params(self) -> SamplingParams:
         """Greedy :class:`SamplingParams`."""
@@ -228,11 +281,13 @@ class RoundsRecipe(Section):
     loss: LossConfig
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: RoundTrainConfig = Field(default_factory=RoundTrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
+    eval: EvalConfig
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> RoundsRecipe:
+        for eval_set in self.eval.sets.values():
+            eval_set.inherit(self.problems)
         check_reference(self.model, self.loss)
         if self.loss.reference_model:
             raise ValueError("loss.reference_model is not used by rounds; choose rounds.reference: initial | previous")
@@ -249,6 +304,7 @@ class RoundsRecipe(Section):
                 "round); set model.qlora=false and train LoRA adapters (model.lora)"
             )
         check_reward_fits(self)
+        check_trackers(self.logging.report_to)
         return self
 
 

@@ -1,4 +1,7 @@
-"""The end-of-run summary of ``prefopt rounds``: a per-round table and the accuracy-vs-length plot.
+"""The end-of-run summary of ``prefopt rounds``: the table and the accuracy-vs-length plot.
+
+The table has a row group per evaluation set (``eval.sets``) and a table of the rounds' own figures;
+the plot has a line per evaluation set.
 
 Both are built from the rounds' ``metrics.json`` files, so ``prefopt rounds`` on a finished run
 (which has nothing left to do) prints the same table again.
@@ -20,42 +23,56 @@ def _pct(value: float) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table: accuracy with its 95% CI, the paired difference to round 0, lengths, pairs, times."""
-    header = ("| round | accuracy % [95% CI] | Δ vs round 0 (pts) [95% CI], p | mean len | median len | "
-              "Δ len | truncated % | pairs | sample s | train s | eval s |")
+    """Markdown: per evaluation set, a row group of accuracy (95% CI), paired difference to round 0 and
+    lengths; then the rounds' own figures (pairs, training-sample accuracy and length, times)."""
+    header = ("| set | round | n | accuracy % [95% CI] | Δ vs round 0 (pts) [95% CI], p | mean len | median len | "
+              "Δ len | truncated % |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for name in rows[0]["sets"]:
+        for row in rows:
+            values = row["sets"][name]
+            acc = f"{_pct(values['accuracy'])} [{_pct(values['ci_low'])}, {_pct(values['ci_high'])}]"
+            diff, dlen = "—", "—"
+            if row["round"] > 0:
+                diff = (f"{100 * values['accuracy_diff_vs_round0']:+.1f} [{100 * values['diff_ci_low']:+.1f}, "
+                        f"{100 * values['diff_ci_high']:+.1f}], p={values['diff_p_value']:.2g}")
+                dlen = f"{100 * values['length_change_vs_round0']:+.0f}%"
+            lines.append(f"| {name} | {row['round']} | {values['n']} | {acc} | {diff} | {values['mean_length']:.1f} | "
+                         f"{values['median_length']:.0f} | {dlen} | {_pct(values['truncation_rate'])} |")
+    header = "| round | pairs | train acc % | train mean len | train truncated % | sample s | train s | eval s |"
+    lines += ["", header, "|" + "---|" * (header.count("|") - 1)]
     for row in rows:
-        acc = f"{_pct(row['accuracy'])} [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]"
         if row["round"] == 0:
-            diff, dlen, pairs, times = "—", "—", "—", ("—", "—", f"{row['seconds']:.0f}")
+            cells = ["—"] * 6
         else:
-            diff = (f"{100 * row['accuracy_diff_vs_round0']:+.1f} [{100 * row['diff_ci_low']:+.1f}, "
-                    f"{100 * row['diff_ci_high']:+.1f}], p={row['diff_p_value']:.2g}")
-            dlen = f"{100 * row['length_change_vs_round0']:+.0f}%"
-            pairs = str(row["pairs"])
-            times = (f"{row['sampling_seconds']:.0f}", f"{row['training_seconds']:.0f}", f"{row['eval_seconds']:.0f}")
-        lines.append(f"| {row['round']} | {acc} | {diff} | {row['mean_length']:.1f} | {row['median_length']:.0f} | "
-                     f"{dlen} | {_pct(row['truncation_rate'])} | {pairs} | {' | '.join(times)} |")
+            cells = [str(row["pairs"]), _pct(row["train_accuracy"]), f"{row['train_mean_length']:.1f}",
+                     _pct(row["train_truncation_rate"]), f"{row['sampling_seconds']:.0f}", f"{row['training_seconds']:.0f}"]
+        lines.append(f"| {row['round']} | {' | '.join(cells)} | {row['eval_seconds']:.0f} |")
     return "\n".join(lines)
 
 
 def plot_tradeoff(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Held-out accuracy (95% CI bars) against mean completion length, one labelled point per round."""
+    """Accuracy (95% CI bars) against mean completion length: a line per evaluation set, a labelled point per round."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lengths = [r["mean_length"] for r in rows]
-    accuracy = [100 * r["accuracy"] for r in rows]
-    errors = [[100 * (r["accuracy"] - r["ci_low"]) for r in rows], [100 * (r["ci_high"] - r["accuracy"]) for r in rows]]
-    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
-    ax.errorbar(lengths, accuracy, yerr=errors, fmt="o-", capsize=4, color="tab:blue", ecolor="tab:gray")
-    for row, x, y in zip(rows, lengths, accuracy):
-        ax.annotate(f"round {row['round']}", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9)
-    ax.set_xlabel("mean completion length on held-out problems (tokens)")
-    ax.set_ylabel("held-out accuracy (%), 95% CI")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for colour, name in enumerate(rows[0]["sets"]):
+        values = [row["sets"][name] for row in rows]
+        lengths = [v["mean_length"] for v in values]
+        accuracy = [100 * v["accuracy"] for v in values]
+        errors = [[100 * (v["accuracy"] - v["ci_low"]) for v in values],
+                  [100 * (v["ci_high"] - v["accuracy"]) for v in values]]
+        ax.errorbar(lengths, accuracy, yerr=errors, fmt="o-", capsize=4, color=f"C{colour}", ecolor="tab:gray",
+                    label=name)
+        for row, x, y in zip(rows, lengths, accuracy):
+            ax.annotate(f"r{row['round']}", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_xlabel("mean completion length (tokens)")
+    ax.set_ylabel("accuracy (%), 95% CI")
     ax.set_title(title or "accuracy vs length over rounds")
+    ax.legend(title="evaluation set", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:

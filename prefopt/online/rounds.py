@@ -1,6 +1,6 @@
 """``prefopt rounds``: iterated semi-on-policy preference rounds, resumable at every step.
 
-Round 0 evaluates the initial model on the held-out problems. Each round ``r = 1..count`` then runs
+Round 0 evaluates the initial model on every evaluation set (``eval.sets``). Each round ``r = 1..count`` then runs
 five steps, each writing its files atomically into ``round_NNN/`` and then recording itself in
 ``manifest.json`` (see :mod:`prefopt.online.run_dir`):
 
@@ -14,7 +14,9 @@ five steps, each writing its files atomically into ``round_NNN/`` and then recor
 3. ``pairs``: scored groups → preference pairs → ``pairs.jsonl`` (with provenance and weights);
 4. ``train``: the loss on the pairs, starting from the policy of round ``r − 1`` (fresh LoRA adapters
    or all weights), reference = the initial model or that starting policy → ``policy/``;
-5. ``eval``: the new policy on the held-out problems (greedy) → ``eval.json``, ``metrics.json``.
+5. ``eval``: the new policy on every evaluation set (greedy) → ``eval.json`` (every completion),
+   ``metrics.json`` (per set: accuracy, lengths, the paired difference to round 0), and the
+   trackers of ``logging.report_to`` (:mod:`prefopt.online.trackers`).
 
 Running the same command again skips every recorded step, so a killed run continues where it
 stopped and redoes at most the step it was in (training resumes from its last checkpoint when
@@ -51,6 +53,7 @@ from prefopt.online.problems import Problem, load_problems
 from prefopt.online.rewards import get_reward, score_rollouts
 from prefopt.online.run_dir import RunDir
 from prefopt.online.sampler import HFSampler, Sampler, VLLMSampler, resolve_engine
+from prefopt.online.trackers import log_round
 from prefopt.online.types import RewardState, Rollout, ScoredRollout
 from prefopt.online.verifier import Verifier, get_verifier, verify_rollouts
 from prefopt.train import PreferenceConfig, PreferenceTrainer, add_lora, optim_arguments
@@ -112,7 +115,7 @@ class RoundsRunner:
         fields = dict(question_field=cfg.question_field, answer_field=cfg.answer_field, id_field=cfg.id_field,
                       config_name=cfg.config_name)
         self.train_problems = load_problems(cfg.train, split=cfg.train_split, **fields)
-        self.heldout = load_problems(cfg.heldout, split=cfg.heldout_split, limit=cfg.heldout_limit, **fields)
+        self.eval_sets = load_eval_sets(recipe)
         self._check_problem_count()
         self.gold = {p.id: p.gold for p in self.train_problems}
         self.tokenizer = load_tokenizer(recipe.model.name_or_path, trust_remote_code=recipe.model.trust_remote_code)
@@ -305,31 +308,48 @@ class RoundsRunner:
 
     def _eval(self, index: int) -> None:
         directory = self.run.round_dir(index)
-        cfg = self.recipe.problems
-        items = [p.prompt_item(cfg.instruction) for p in self.heldout]
-        report = evaluate_accuracy(self._sampler(index), items, [p.gold for p in self.heldout], self.verifier,
-                                   self.recipe.eval.params())
-        write_json(directory / "eval.json", report.to_dict())
-        write_json(directory / "metrics.json", self._metrics(index, report))
-        self.run.complete(index, "eval", {"seconds": report.seconds})
+        instruction = self.recipe.problems.instruction
+        reports = {}
+        for name, problems in self.eval_sets.items():
+            logger.info("round %d: evaluating on %s (%d problems)", index, name, len(problems))
+            reports[name] = evaluate_accuracy(self._sampler(index), [p.prompt_item(instruction) for p in problems],
+                                              [p.gold for p in problems], self.verifier, self.recipe.eval.params(),
+                                              truncated=self.recipe.verifier.truncated)
+        write_json(directory / "eval.json", {"sets": {name: report.to_dict() for name, report in reports.items()}})
+        metrics = self._metrics(index, reports)
+        write_json(directory / "metrics.json", metrics)
+        log_round(self.recipe.logging.report_to, self.run.root, self.recipe.run.name, metrics)
+        self.run.complete(index, "eval", {"seconds": metrics["eval_seconds"]})
 
-    def _metrics(self, index: int, report: AccuracyReport) -> dict[str, Any]:
-        """``metrics.json`` of a round: held-out results, the paired difference to round 0, and the steps' records."""
-        metrics: dict[str, Any] = {"round": index, **report.summary()}
+    def _metrics(self, index: int, reports: dict[str, AccuracyReport]) -> dict[str, Any]:
+        """``metrics.json`` of a round: per evaluation set its results and paired difference to round 0,
+        then the steps' records."""
+        sets = {name: report.summary() for name, report in reports.items()}
+        metrics: dict[str, Any] = {"round": index, "sets": sets,
+                                   "eval_seconds": sum(report.seconds for report in reports.values())}
         if index == 0:
             return metrics
-        baseline = AccuracyReport.from_dict(read_json(self.run.round_dir(0) / "eval.json"))
-        diff = paired_difference(baseline.outcomes, report.outcomes)
+        baseline = read_json(self.run.round_dir(0) / "eval.json")["sets"]
+        for name, report in reports.items():
+            base = AccuracyReport.from_dict(baseline[name])
+            diff = paired_difference(base.outcomes, report.outcomes)
+            sets[name].update({
+                "accuracy_diff_vs_round0": diff.diff, "diff_ci_low": diff.ci_low, "diff_ci_high": diff.ci_high,
+                "diff_p_value": diff.p_value, "length_change_vs_round0": report.mean_length / base.mean_length - 1,
+            })
         sample, score = self.run.record(index, "sample"), self.run.record(index, "score")
         pairs, train = self.run.record(index, "pairs"), self.run.record(index, "train")
         metrics.update({
-            "accuracy_diff_vs_round0": diff.diff, "diff_ci_low": diff.ci_low, "diff_ci_high": diff.ci_high,
-            "diff_p_value": diff.p_value, "length_change_vs_round0": report.mean_length / baseline.mean_length - 1,
             "train_accuracy": score["accuracy"], "train_mean_length": score["mean_length"],
             "train_truncation_rate": score["truncation_rate"], "reward": score["reward_components"],
             "reward_clock": score["reward_clock"], "pairs": pairs["pairs"],
             "skipped_groups": sum(pairs["skipped_groups"].values()), "sampling_seconds": sample["seconds"],
             "sampling_tokens_per_second": sample["tokens_per_second"], "verify_seconds": score["verify_seconds"],
-            "training_seconds": train["seconds"], "eval_seconds": report.seconds,
+            "training_seconds": train["seconds"],
         })
         return metrics
+
+
+def load_eval_sets(recipe: RoundsRecipe) -> dict[str, list[Problem]]:
+    """The problems of every evaluation set of ``eval.sets``, in the recipe's order."""
+    return {name: load_problems(**cfg.source()) for name, cfg in recipe.eval.sets.items()}

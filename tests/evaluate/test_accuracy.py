@@ -78,6 +78,20 @@ def test_summarize_lengths_and_truncation():
         summarize({}, {}, {})
 
 
+def test_pass_at_k_matches_the_combinatorial_definition():
+    from itertools import combinations
+
+    from prefopt.evaluate.accuracy import pass_at_k
+
+    samples = [True, False, False, True, False]
+    for k in range(1, 6):
+        draws = list(combinations(samples, k))
+        assert pass_at_k(5, 2, k) == pytest.approx(sum(any(d) for d in draws) / len(draws))
+    assert pass_at_k(4, 0, 2) == 0.0 and pass_at_k(4, 4, 1) == 1.0
+    with pytest.raises(ValueError, match="0 < k <= n"):
+        pass_at_k(2, 1, 3)
+
+
 class FakeSampler:
     """Answers each prompt from a table; ``n`` rollouts per prompt, sample 0 first, with fake token ids."""
 
@@ -114,8 +128,32 @@ def test_evaluate_accuracy_with_a_fake_sampler():
         assert (report.n, report.accuracy, report.truncation_rate) == (4, 0.5, 0.25)
         assert report.mean_length == 7.5 and report.tokens_per_second == 30 / 0.5  # n=1: sample 0 only
 
+        assert [c["prompt_id"] for c in report.completions] == ["q0", "q1", "q2", "q3"]
+        assert report.completions[0] == {"prompt_id": "q0", "sample_index": 0, "completion": "so #### 2",
+                                         "extracted": "2", "correct": True, "verify_status": "ok", "length": 5,
+                                         "finish_reason": "stop"}
+        assert report.completions[3]["finish_reason"] == "length" and not report.completions[3]["correct"]
+        assert (report.samples, report.mean_at_n, report.pass_at_k) == (1, None, {})
+
         sampled = evaluate_accuracy(sampler, problems, golds, verifier, SamplingParams(n=2, seed=3))
         assert sampler.params.n == 2 and sampled.outcomes == report.outcomes  # sample 0 of each problem
+        assert len(sampled.completions) == 8 and sampled.samples == 2
+        # right per problem: q0 1/2, q1 1/2, q2 1/2, q3 1/2 -> mean@2 = 0.5; pass@2 = 1 for each
+        assert sampled.mean_at_n == 0.5 and sampled.pass_at_k == {"1": 0.5, "2": 1.0}
+        assert AccuracyReport.from_dict(sampled.to_dict()) == sampled
+        assert "completions" not in sampled.summary() and sampled.summary()["pass_at_k"] == {"1": 0.5, "2": 1.0}
 
         with pytest.raises(ValueError, match="4 problems but 3 gold answers"):
             evaluate_accuracy(sampler, problems, golds[:3], verifier)
+
+
+def test_evaluation_never_credits_a_truncated_answer_by_default():
+    """A greedy answer cut at the limit right after the gold number ("so \\boxed{4" / "... 4") is incorrect
+    under the default policy (as in training), and verified as is with ``truncated="verify"``."""
+    problems = [PromptItem("q0", "question 0"), PromptItem("q1", "question 1")]
+    sampler = FakeSampler({"q0": [("#### 4", 12, "length")], "q1": [("#### 4", 3, "stop")]})
+    with get_verifier("exact") as verifier:
+        strict = evaluate_accuracy(sampler, problems, ["4", "4"], verifier)
+        lenient = evaluate_accuracy(sampler, problems, ["4", "4"], verifier, truncated="verify")
+    assert strict.outcomes == {"q0": False, "q1": True} and strict.completions[0]["verify_status"] == "truncated"
+    assert lenient.outcomes == {"q0": True, "q1": True}

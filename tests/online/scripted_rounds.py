@@ -146,8 +146,7 @@ def write_recipe(tmp_path: Path, tiny_model_dir: str, *, rounds: int = 2, prompt
     raw: dict[str, dict[str, Any]] = {
         "run": {"name": "scripted", "output_root": str(tmp_path / "runs")},
         "model": {"name_or_path": tiny_model_dir, "lora": {"r": 4, "alpha": 8}},
-        "problems": {"train": _problems(tmp_path / "train.jsonl", TRAIN),
-                     "heldout": _problems(tmp_path / "heldout.jsonl", HELDOUT), "instruction": "Answer after ####."},
+        "problems": {"train": _problems(tmp_path / "train.jsonl", TRAIN), "instruction": "Answer after ####."},
         "rounds": {"count": rounds, "prompts_per_round": prompts, "partition": "epochs"},
         "sampler": {"engine": "hf", "n": 4, "max_new_tokens": MAX_NEW_TOKENS, "batch_size": 4},
         "verifier": {"name": "exact", "format": "hash"},
@@ -156,7 +155,8 @@ def write_recipe(tmp_path: Path, tiny_model_dir: str, *, rounds: int = 2, prompt
         "loss": {"name": "dpo", "beta": 0.1},
         "optim": {"lr": 0.01},
         "train": {"max_steps": 1, "batch_size": 2, "max_length": 256, "max_prompt_length": 128},
-        "eval": {"max_new_tokens": MAX_NEW_TOKENS, "batch_size": 2},
+        "eval": {"sets": {"test": {"path": _problems(tmp_path / "heldout.jsonl", HELDOUT)}},
+                 "max_new_tokens": MAX_NEW_TOKENS, "batch_size": 2},
         "logging": {"report_to": "none", "logging_steps": 1},
     }
     for section, values in (overrides or {}).items():

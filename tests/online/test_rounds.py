@@ -53,7 +53,6 @@ def recipe_file(tmp_path, tiny_model_dir) -> Path:
         "run": {"name": "tiny", "output_root": str(tmp_path / "runs")},
         "model": {"name_or_path": tiny_model_dir, "lora": {"r": 4, "alpha": 8}},
         "problems": {"train": write_problems(tmp_path / "train.jsonl", QUESTIONS[:6], "train"),
-                     "heldout": write_problems(tmp_path / "heldout.jsonl", QUESTIONS[4:], "heldout"),
                      "instruction": "Answer after ####."},
         "rounds": {"count": 2, "prompts_per_round": 3, "reference": "initial"},
         "sampler": {"engine": "hf", "n": 3, "max_new_tokens": 5, "batch_size": 2},
@@ -63,7 +62,10 @@ def recipe_file(tmp_path, tiny_model_dir) -> Path:
         "loss": {"name": "dpo", "beta": 0.1},
         "optim": {"lr": 0.01},
         "train": {"max_steps": 2, "batch_size": 2, "save_steps": 1, "max_length": 256, "max_prompt_length": 200},
-        "eval": {"max_new_tokens": 5, "batch_size": 2},
+        "eval": {"sets": {"test": {"path": write_problems(tmp_path / "test.jsonl", QUESTIONS[4:], "test")},
+                          "other": {"path": write_problems(tmp_path / "other.jsonl", QUESTIONS[:2], "other"),
+                                    "limit": 1}},
+                 "max_new_tokens": 5, "batch_size": 2},
         "logging": {"report_to": "none", "logging_steps": 1},
     }
     path = tmp_path / "recipe.yaml"
@@ -78,7 +80,9 @@ def run_in_process(recipe: RoundsRecipe) -> list[dict]:
 
 
 def without_timings(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if "seconds" not in k and "per_second" not in k}
+    """``metrics`` (and each evaluation set's figures) without the wall-clock values."""
+    return {k: without_timings(v) if isinstance(v, dict) else v for k, v in metrics.items()
+            if "seconds" not in k and "per_second" not in k}
 
 
 def assert_same_run(a: Path, b: Path, rounds: int) -> None:
@@ -87,7 +91,9 @@ def assert_same_run(a: Path, b: Path, rounds: int) -> None:
         ra, rb = a / f"round_{r:03d}", b / f"round_{r:03d}"
         assert without_timings(json.loads((ra / "metrics.json").read_text())) == \
             without_timings(json.loads((rb / "metrics.json").read_text()))
-        assert json.loads((ra / "eval.json").read_text())["outcomes"] == json.loads((rb / "eval.json").read_text())["outcomes"]
+        ea, eb = json.loads((ra / "eval.json").read_text()), json.loads((rb / "eval.json").read_text())
+        for name in ea["sets"]:
+            assert ea["sets"][name]["completions"] == eb["sets"][name]["completions"]
         if r == 0:
             continue
         for name in ("rollouts.jsonl", "scored.jsonl", "pairs.jsonl", "reward_state.json"):
@@ -113,9 +119,21 @@ def test_rounds_write_every_step_and_metrics(recipe_file):
     train_prompts = {r["prompt_id"] for r in rollouts}
     round2 = {json.loads(line)["prompt_id"] for line in (root / "round_002" / "rollouts.jsonl").read_text().splitlines()}
     assert len(train_prompts) == 3 and not train_prompts & round2  # disjoint partitions
-    for key in ("accuracy", "ci_low", "ci_high", "mean_length", "median_length", "truncation_rate", "pairs",
-                "skipped_groups", "sampling_seconds", "training_seconds", "accuracy_diff_vs_round0", "diff_p_value"):
+    assert list(rows[2]["sets"]) == ["test", "other"]  # the recipe's order
+    assert (rows[2]["sets"]["test"]["n"], rows[2]["sets"]["other"]["n"]) == (3, 1)  # "other" has limit 1
+    for key in ("accuracy", "ci_low", "ci_high", "mean_length", "median_length", "truncation_rate",
+                "accuracy_diff_vs_round0", "diff_ci_low", "diff_p_value", "length_change_vs_round0"):
+        assert key in rows[2]["sets"]["test"] and key in rows[2]["sets"]["other"], key
+    for key in ("pairs", "skipped_groups", "sampling_seconds", "training_seconds", "eval_seconds", "train_accuracy"):
         assert key in rows[2], key
+    # eval.json keeps every completion with its verdict, so every figure can be audited
+    evaluation = json.loads((root / "round_002" / "eval.json").read_text())["sets"]
+    completions = evaluation["test"]["completions"]
+    assert [c["prompt_id"] for c in completions] == ["test-0", "test-1", "test-2"]
+    assert set(completions[0]) == {"prompt_id", "sample_index", "completion", "extracted", "correct", "verify_status",
+                                   "length", "finish_reason"}
+    assert rows[2]["sets"]["test"]["accuracy"] == sum(c["correct"] for c in completions) / 3
+    assert rows[2]["sets"]["test"]["mean_length"] == sum(c["length"] for c in completions) / 3
     assert not list(root.rglob(".tmp-*")) and not (root / "round_001" / "train").exists()
     # a finished run has nothing left to do: running it again changes nothing
     before = (root / "manifest.json").read_text()
@@ -189,12 +207,15 @@ def test_quickstart_recipe_runs_on_the_real_model(tmp_path):
     """The README's quickstart recipe, shrunk to minutes: the embedded SmolLM2, the math verifier, DPO on LoRA."""
     repo = Path(__file__).resolve().parents[2]
     overrides = [f"run.output_root={tmp_path}", "rounds.count=1", "rounds.prompts_per_round=4", "sampler.n=2",
-                 "sampler.max_new_tokens=24", "eval.max_new_tokens=24", "problems.heldout_limit=6"]
+                 "sampler.max_new_tokens=24", "eval.max_new_tokens=24", "eval.sets.test.limit=6",
+                 "eval.sets.test_oot.limit=6"]
     recipe = load_rounds_recipe(repo / "recipes" / "quickstart.yaml", overrides)
     recipe.problems.train = str(repo / recipe.problems.train)
-    recipe.problems.heldout = str(repo / recipe.problems.heldout)
+    for eval_set in recipe.eval.sets.values():
+        eval_set.path = str(repo / eval_set.path)
     rows = run_in_process(recipe)
-    assert [row["round"] for row in rows] == [0, 1] and rows[1]["n"] == 6
+    assert [row["round"] for row in rows] == [0, 1] and list(rows[1]["sets"]) == ["test", "test_oot"]
     manifest = json.loads((recipe.run.directory / "manifest.json").read_text())
     assert manifest["rounds"]["1"]["sample"]["rollouts"] == 8
-    assert 0 < rows[0]["mean_length"] <= 24 and 0 <= rows[1]["accuracy"] <= 1
+    for values in rows[1]["sets"].values():
+        assert values["n"] == 6 and 0 < values["mean_length"] <= 24 and 0 <= values["accuracy"] <= 1

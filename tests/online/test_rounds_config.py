@@ -22,8 +22,9 @@ SHARED = REPO.parent / "shared" / "data"
 MINIMAL = {
     "run": {"name": "cfg-test"},
     "model": {"name_or_path": "smollm2-135m-instruct", "lora": {"r": 4}},
-    "problems": {"train": "train.jsonl", "heldout": "heldout.jsonl"},
+    "problems": {"train": "train.jsonl"},
     "loss": {"name": "dpo", "beta": 0.1},
+    "eval": {"sets": {"test": {"path": "test.jsonl"}}},
 }
 
 
@@ -107,7 +108,37 @@ def test_reference_and_length_combinations(recipe_file):
 def test_out_of_range_values(recipe_file):
     assert "rounds.count: Input should be greater than 0" in error(recipe_file, "rounds.count=0")
     assert "sampler.top_p" in error(recipe_file, "sampler.top_p=1.5")
-    assert "problems.heldout_limit" in error(recipe_file, "problems.heldout_limit=0")
+    assert "eval.sets.test.limit: Input should be greater than 0" in error(recipe_file, "eval.sets.test.limit=0")
+
+
+def test_eval_sets(recipe_file, tmp_path):
+    """Evaluation sets inherit the problems' format unless they set their own; the old keys point to eval.sets."""
+    recipe = load_rounds_recipe(recipe_file, ["problems.question_field=problem", "problems.id_field=null",
+                                              "eval.sets.math={path: m.jsonl, answer_field: solution, id_field: uid}"])
+    test, math = recipe.eval.sets["test"], recipe.eval.sets["math"]
+    assert (test.question_field, test.answer_field, test.id_field) == ("problem", "answer", None)
+    assert (math.question_field, math.answer_field, math.id_field) == ("problem", "solution", "uid")
+    assert math.source() == {"source": "m.jsonl", "split": "test", "limit": None, "config_name": None,
+                             "question_field": "problem", "answer_field": "solution", "id_field": "uid"}
+    dumped = tmp_path / "dumped.yaml"  # the --dry-run output loads back to the same recipe
+    dumped.write_text(recipe.to_yaml())
+    assert load_rounds_recipe(dumped).model_dump() == recipe.model_dump()
+    assert "problems: heldout, heldout_limit moved to eval.sets" in error(
+        recipe_file, "problems.heldout=h.jsonl", "problems.heldout_limit=5")
+    assert "eval.sets: Dictionary should have at least 1 item" in error(recipe_file, "eval.sets={}")
+    assert "set names must be letters" in error(recipe_file, "eval.sets={bad name: {path: x.jsonl}}")
+    assert "eval.sets.test.path: Field required" in error(recipe_file, "eval.sets.test={limit: 3}")
+
+
+def test_trackers_are_checked_at_load(recipe_file, monkeypatch):
+    from prefopt.online import trackers
+
+    assert "unknown tracker 'mlflow' for rounds" in error(recipe_file, "logging.report_to=[tensorboard,mlflow]")
+    monkeypatch.setattr(trackers, "_installed", lambda name: name == "tensorboard")
+    message = error(recipe_file, "logging.report_to=wandb")
+    assert "logging.report_to: wandb is not installed; pip install wandb" in message
+    assert load_rounds_recipe(recipe_file, ["logging.report_to=all"]).logging.report_to == "all"
+    assert trackers.resolve_trackers("all") == ["tensorboard"] and trackers.resolve_trackers("none") == []
 
 
 def test_overrides(recipe_file):
@@ -134,7 +165,8 @@ def test_overrides(recipe_file):
 def test_quickstart_loads():
     recipe = load_rounds_recipe(REPO / "recipes" / "quickstart.yaml")
     assert recipe.sampler.engine == "hf" and recipe.model.name_or_path == "smollm2-135m-instruct"
-    assert (REPO / recipe.problems.train).is_file() and (REPO / recipe.problems.heldout).is_file()
+    assert (REPO / recipe.problems.train).is_file()
+    assert {name: (REPO / s.path).is_file() for name, s in recipe.eval.sets.items()} == {"test": True, "test_oot": True}
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not available")
@@ -151,7 +183,7 @@ def test_online_recipes_read_the_local_copies(name, train, heldout, marker):
     assert hub.sampler.engine == "vllm" and hub.sampler.n == 8 and hub.model.dtype == "bfloat16"
     assert hub.loss.reference == "precomputed" and hub.reward.name in ("laser", "hapo")
     recipe = load_rounds_recipe(
-        path, [f"problems.train={SHARED / train}", f"problems.heldout={SHARED / heldout}"]
+        path, [f"problems.train={SHARED / train}", f"eval.sets.test.path={SHARED / heldout}"]
     )
     cfg = recipe.problems
     fields = {  # as RoundsRunner passes them
@@ -161,7 +193,7 @@ def test_online_recipes_read_the_local_copies(name, train, heldout, marker):
         "config_name": cfg.config_name,
     }
     train_problems = load_problems(cfg.train, split=cfg.train_split, **fields)
-    heldout_problems = load_problems(cfg.heldout, split=cfg.heldout_split, limit=cfg.heldout_limit, **fields)
+    heldout_problems = load_problems(**recipe.eval.sets["test"].source())
     assert len(heldout_problems) in (1319, 500)
     if name == "gsm8k":  # the full local training set covers every round's disjoint slice
         assert len(train_problems) == 7473 >= recipe.rounds.count * recipe.rounds.prompts_per_round
