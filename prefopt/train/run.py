@@ -143,6 +143,24 @@ def training_arguments(recipe: Recipe) -> PreferenceConfig:
     )
 
 
+def low_precision_warning(recipe: Recipe) -> str | None:
+    """Why full fine-tuning of 16-bit weights without fp32 master weights is unsafe, or ``None`` if it is not that.
+
+    With ``model.dtype`` bfloat16/float16 and no LoRA, the optimizer adds each update to 16-bit
+    weights: bf16 has 8 significant bits, so an update below ~0.4 % of a weight rounds away (at
+    the recipes' learning rates of ~5e-7 most do). DeepSpeed keeps fp32 master weights itself, and
+    accelerate's FSDP upcasts low-precision parameters when mixed precision is on; DDP/one GPU do not.
+    """
+    low = recipe.model.dtype in ("bfloat16", "float16")
+    sharded = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" or \
+        os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if not low or recipe.model.lora is not None or sharded:
+        return None
+    return (f"model.dtype={recipe.model.dtype} with full fine-tuning: the optimizer updates {recipe.model.dtype} weights "
+            f"directly (no fp32 master copy), so updates below ~0.4% of a weight are lost at optim.lr={recipe.optim.lr:g}. "
+            "Use model.dtype=float32 with train.bf16=true (bf16 compute, fp32 weights), LoRA, or DeepSpeed/FSDP")
+
+
 def resume_checkpoint(recipe: Recipe) -> str | None:
     """``train.resume``: a checkpoint path, or ``true`` for the latest one in ``output_dir`` (none yet: start fresh)."""
     resume = recipe.train.resume
@@ -163,6 +181,9 @@ def train(recipe: Recipe, **trainer_kwargs: Any) -> TrainResult:
     if recipe.model.device not in ("auto", "cpu"):
         raise RecipeError(f"model.device={recipe.model.device!r}: prefopt train places the model itself; use 'auto' "
                           "or 'cpu' (pick GPUs with CUDA_VISIBLE_DEVICES or accelerate launch)")
+    warning = low_precision_warning(recipe)
+    if warning:
+        logger.warning(warning)
     set_seed(recipe.train.seed)
     # The arguments first: they set up the distributed state (and the DeepSpeed/FSDP loading context
     # zero3_init_flag / fsdp_cpu_ram_efficient_loading rely on) before from_pretrained runs.

@@ -94,3 +94,21 @@ def test_train_rejects_a_device_it_does_not_place(tmp_path, tiny_model_dir):
 def test_model_device_must_be_a_torch_device(tmp_path, tiny_model_dir):
     with pytest.raises(RecipeError, match="model.device"):
         load_recipe(recipe_file(tmp_path, tiny_model_dir, model={"device": "gpu-please"}))
+
+
+def test_full_bf16_fine_tuning_without_master_weights_is_warned_about(tmp_path, tiny_model_dir, monkeypatch, caplog):
+    from prefopt.train.run import low_precision_warning
+
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    full_bf16 = load_recipe(recipe_file(tmp_path, tiny_model_dir, model={"dtype": "bfloat16"}, train={"max_steps": 1}))
+    assert "fp32 master" in low_precision_warning(full_bf16)
+    assert low_precision_warning(load_recipe(recipe_file(tmp_path / "f", tiny_model_dir))) is None
+    lora = load_recipe(recipe_file(tmp_path / "l", tiny_model_dir, model={"dtype": "bfloat16", "lora": {"r": 4}}))
+    assert low_precision_warning(lora) is None
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    assert low_precision_warning(full_bf16) is None  # DeepSpeed keeps fp32 master weights
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
+    with caplog.at_level("WARNING", logger="prefopt.train.run"):
+        train(full_bf16)
+    assert any("fp32 master" in r.message for r in caplog.records)
