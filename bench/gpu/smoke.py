@@ -42,6 +42,8 @@ from prefopt.logps import completion_logps  # noqa: E402
 CHECKS: dict[str, Callable[[Path], dict[str, Any]]] = {}
 PAIRS, STEPS = 32, 4
 DEVICE = "cuda"  # where every check expects the models to run ("cpu" with --cpu)
+# hidden size, layers: ~20M parameters on the GPU; a toy size for the CPU dry run
+SIZES = {"cuda": (512, 6), "cpu": (64, 2)}
 
 
 def cuda_mib(stat: Callable[[], int]) -> float | None:
@@ -56,13 +58,14 @@ def check(name: str):
 
 
 def save_random_model(directory: Path) -> str:
-    """A randomly initialised ~20M-parameter Llama and the byte tokenizer, saved for loading by path."""
+    """A randomly initialised Llama (:data:`SIZES`) and the byte tokenizer, saved for loading by path."""
     if (directory / "config.json").is_file():
         return str(directory)
     tokenizer = make_tiny_tokenizer()
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=512, intermediate_size=1408, num_hidden_layers=6,
-                         num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=1024,
+    hidden, layers = SIZES[DEVICE]
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 11 // 4,
+                         num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=1024,
                          tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id,
                          eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
     LlamaForCausalLM(config).save_pretrained(directory)
@@ -90,7 +93,8 @@ def train_check(work: Path, name: str, model: dict[str, Any], loss: dict[str, An
 
     root = work / name
     root.mkdir(parents=True, exist_ok=True)
-    raw = {"model": {"name_or_path": save_random_model(work / "model"), **model},
+    placement = {"device": "cpu"} if DEVICE == "cpu" else {}  # bf16 on the CPU needs use_cpu
+    raw = {"model": {"name_or_path": save_random_model(work / "model"), **placement, **model},
            "data": {"train": write_pairs(root / "pairs.jsonl"), "max_length": 256, "max_prompt_length": 64},
            "loss": {"name": "dpo", "beta": 0.1, "reference_cache_dir": str(root / "cache"), **loss},
            "optim": {"lr": 1e-4},
