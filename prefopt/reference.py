@@ -124,6 +124,25 @@ class Processes:
 
 
 @contextlib.contextmanager
+def full_parameters(model: nn.Module) -> Iterator[None]:
+    """Gather DeepSpeed ZeRO-3-partitioned parameters for the duration (a no-op for ordinary ones).
+
+    With ``zero3_init_flag`` the model is partitioned as it loads, and before ``accelerate`` wraps it
+    in the DeepSpeed engine nothing gathers its parameters for a forward; the precomputation (and
+    the fingerprint, which must agree across processes) therefore runs with the full weights
+    gathered on every process: transiently the whole model per GPU.
+    """
+    partitioned = [p for p in model.parameters() if hasattr(p, "ds_id")]
+    if not partitioned:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None):
+        yield
+
+
+@contextlib.contextmanager
 def _reference_mode(model: nn.Module, disable_adapter: bool) -> Iterator[None]:
     """Eval mode, no grad, adapters off if asked; restores the training flag afterwards."""
     was_training = model.training
@@ -235,16 +254,17 @@ def add_reference_logps(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     directory = Path(cache_dir) if cache_dir is not None else cache_root() / "reference"
-    key = cache_key(model, dataset, disable_adapter=disable_adapter, autocast_dtype=autocast_dtype)
-    path = directory / f"{key}.safetensors"
-    tensors = _load_matching(path, dataset)
-    # every process must agree to compute (a file written by process 0 meanwhile must not split them)
-    if not all(found for found in processes.all_gather(tensors is not None)):
-        tensors = _compute(model, dataset, collator or PairCollator(0), batch_size, chunk_size, disable_adapter,
-                           progress, autocast_dtype, processes)
-        if processes.rank == 0:
-            metadata = {"format": _FORMAT, "rows": str(len(dataset)), "model": str(getattr(model, "name_or_path", ""))}
-            _save_atomic(tensors, path, metadata)
+    with full_parameters(model):
+        key = cache_key(model, dataset, disable_adapter=disable_adapter, autocast_dtype=autocast_dtype)
+        path = directory / f"{key}.safetensors"
+        tensors = _load_matching(path, dataset)
+        # every process must agree to compute (a file written by process 0 meanwhile must not split them)
+        if not all(found for found in processes.all_gather(tensors is not None)):
+            tensors = _compute(model, dataset, collator or PairCollator(0), batch_size, chunk_size, disable_adapter,
+                               progress, autocast_dtype, processes)
+            if processes.rank == 0:
+                metadata = {"format": _FORMAT, "rows": str(len(dataset)), "model": str(getattr(model, "name_or_path", ""))}
+                _save_atomic(tensors, path, metadata)
     return _with_columns(dataset, tensors)
 
 

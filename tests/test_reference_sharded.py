@@ -1,16 +1,19 @@
-"""The reference precomputation shared by two gloo processes writes the same cache as one process."""
+"""The reference precomputation shared by two gloo processes writes the same cache as one process; ZeRO-3
+partitioned weights are gathered for it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import datasets
 import pytest
 import torch
-from conftest import save_tiny_model
+from conftest import make_tiny_model, save_tiny_model
 from safetensors.torch import load_file
 from test_distributed import free_port
 
@@ -55,3 +58,31 @@ def test_two_processes_write_the_single_process_cache(tmp_path):
     assert want.keys() == got.keys()
     for name in want:
         assert torch.equal(want[name], got[name]), name
+
+
+def test_zero3_partitioned_parameters_are_gathered_for_the_precomputation(tiny_tokenizer, tmp_path, monkeypatch):
+    """A stand-in ``deepspeed.zero.GatheredParameters`` fills partitioned (empty) weights only inside its context."""
+    model = make_tiny_model(tiny_tokenizer)
+    want = add_reference_logps(sharded_pairs(), model, batch_size=2, cache_dir=tmp_path / "plain", progress=False)
+    full = {p: p.data for p in model.parameters()}
+    for param in model.parameters():
+        param.ds_id = id(param)
+        param.data = torch.empty(0)
+    gathered: list[int] = []
+
+    @contextlib.contextmanager
+    def gathered_parameters(params, modifier_rank=None):
+        gathered.append(len(params))
+        for p in params:
+            p.data = full[p]
+        yield
+        for p in params:
+            p.data = torch.empty(0)
+
+    fake = types.SimpleNamespace(zero=types.SimpleNamespace(GatheredParameters=gathered_parameters))
+    monkeypatch.setitem(sys.modules, "deepspeed", fake)
+    got = add_reference_logps(sharded_pairs(), model, batch_size=2, cache_dir=tmp_path / "zero3", progress=False)
+    assert gathered == [len(full)]
+    assert got["ref_chosen_logps"] == want["ref_chosen_logps"]
+    assert got["ref_rejected_logps"] == want["ref_rejected_logps"]
+    assert [p.name for p in (tmp_path / "zero3").iterdir()] == [p.name for p in (tmp_path / "plain").iterdir()]
