@@ -53,8 +53,10 @@ def build_model(config: ModelConfig) -> PreTrainedModel | nn.Module:
     if config.qlora:
         from transformers import BitsAndBytesConfig  # needs bitsandbytes: pip install 'prefopt[gpu]'
 
+        # the 4-bit matmuls compute in the recipe's 16-bit dtype (bfloat16 for float32/auto recipes)
+        compute = config.dtype if config.dtype in ("bfloat16", "float16") else "bfloat16"
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                          bnb_4bit_compute_dtype="bfloat16")
+                                          bnb_4bit_compute_dtype=compute)
         # 4-bit weights cannot be moved after loading: put each process's copy on its own GPU (DDP)
         device_map = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     model = load_model(config.name_or_path, dtype=config.dtype, trust_remote_code=config.trust_remote_code,

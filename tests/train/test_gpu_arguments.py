@@ -112,3 +112,19 @@ def test_full_bf16_fine_tuning_without_master_weights_is_warned_about(tmp_path, 
     with caplog.at_level("WARNING", logger="prefopt.train.run"):
         train(full_bf16)
     assert any("fp32 master" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("dtype, compute", [("bfloat16", torch.bfloat16), ("float16", torch.float16),
+                                            ("float32", torch.bfloat16)])
+def test_qlora_loads_4bit_on_this_process_gpu_in_the_recipe_dtype(tiny_model, monkeypatch, dtype, compute):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    calls = []
+    monkeypatch.setattr(run_module, "load_model", lambda name, **kwargs: calls.append(kwargs) or tiny_model)
+    config = ModelConfig(name_or_path="unused", dtype=dtype, lora={"r": 4, "alpha": 8}, qlora=True)
+    run_module.build_model(config)
+    (kwargs,) = calls
+    quantization = kwargs["quantization"]
+    assert quantization.load_in_4bit and quantization.bnb_4bit_quant_type == "nf4"
+    assert quantization.bnb_4bit_compute_dtype == compute
+    assert kwargs["dtype"] == dtype and kwargs["device_map"] == {"": 3} and kwargs["device"] is None
