@@ -114,7 +114,8 @@ def _dummy_pair() -> PairLogps:
     """A one-pair, one-token batch with every optional field, to let a loss check its hyperparameters."""
     one = torch.full((1, 1), -1.0)
     mask = torch.ones((1, 1), dtype=torch.bool)
-    return PairLogps(one, one - 1, mask, mask, one, one, torch.zeros((1, 1)), torch.zeros((1, 1)))
+    zeros = torch.zeros((1, 1))
+    return PairLogps(one, one - 1, mask, mask, one, one, zeros, zeros, chosen_log_sum_sq=one, rejected_log_sum_sq=one)
 
 
 class LossConfig(Section):
@@ -123,7 +124,9 @@ class LossConfig(Section):
     ``reference``: ``precomputed`` (default for losses that need one: computed once before training
     and cached on disk), ``live`` (a frozen reference model runs every step) or
     ``adapter_disabled`` (the LoRA policy with adapters off; no second model). ``reference_model``
-    names a different reference model (default: the initial policy).
+    names a different reference model (default: the initial policy). ``name: mix`` with a
+    ``terms`` list combines registered losses with weights, ``name: wpo`` with a ``base`` loss
+    WPO-weights it (``prefopt/losses/mix.py``, ``wpo.py``).
     """
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
@@ -141,8 +144,8 @@ class LossConfig(Section):
 
     @property
     def requires_reference(self) -> bool:
-        """Whether the registered loss needs reference log-probs."""
-        return get_loss(self.name).requires_reference
+        """Whether the registered loss, with these hyperparameters, needs reference log-probs."""
+        return get_loss(self.name, **self.hparams).requires_reference
 
     @model_validator(mode="after")
     def _check_loss(self) -> LossConfig:

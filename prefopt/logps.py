@@ -167,6 +167,24 @@ def selected_token_logps(
     return _SelectedTokenLogps.apply(hidden, head.weight, head.bias, targets, chunk_size, transform)
 
 
+def selected_log_sum_sq(
+    hidden: torch.Tensor, head: nn.Linear, *, chunk_size: int | None = None, transform: LogitTransform = LogitTransform()
+) -> torch.Tensor:
+    """fp32 ``log sum_v p(v | hidden[i])^2`` per row, ``chunk_size`` rows at a time, without gradient.
+
+    WPO's sampling-probability normalizer (arXiv 2406.11827, Eq. 2):
+    ``logsumexp(2 z) - 2 logsumexp(z)`` of the (transformed) head logits ``z``.
+    """
+    chunk_size = chunk_size or default_chunk_size(head.weight.shape[0])
+    out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    with torch.no_grad():
+        for start in range(0, hidden.shape[0], chunk_size):
+            sl = slice(start, start + chunk_size)
+            logits = transform.apply(nn.functional.linear(hidden[sl], head.weight, head.bias).float())
+            out[sl] = torch.logsumexp(2 * logits, dim=-1) - 2 * torch.logsumexp(logits, dim=-1)
+    return out
+
+
 class _HeadInForward(nn.Module):
     """Stand-in output head that computes the selected-token log-probs *inside* the model's forward.
 
@@ -179,18 +197,24 @@ class _HeadInForward(nn.Module):
     """
 
     def __init__(self, head: nn.Module, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,
-                 chunk_size: int | None, transform: LogitTransform) -> None:
+                 chunk_size: int | None, transform: LogitTransform, log_sum_sq: bool = False) -> None:
         super().__init__()
         self.head = head
         self.positions = (rows, cols - 1)
         self.targets, self.chunk_size, self.transform = targets, chunk_size, transform
+        self.want_log_sum_sq = log_sum_sq
         self.logps: torch.Tensor | None = None
+        self.log_sum_sq: torch.Tensor | None = None
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         self.logps = _call_as_forward(self.head, self._selected_logps, hidden[self.positions])
         return self.head(hidden[..., :0, :])
 
     def _selected_logps(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Runs as the head's forward (its weight gathered): the log-probs, and WPO's ``log sum p^2`` if asked."""
+        if self.want_log_sum_sq:
+            self.log_sum_sq = selected_log_sum_sq(hidden.detach(), self.head, chunk_size=self.chunk_size,
+                                                  transform=self.transform)
         return selected_token_logps(hidden, self.head, self.targets, chunk_size=self.chunk_size, transform=self.transform)
 
 
@@ -277,7 +301,8 @@ def completion_logps(
     *,
     chunk_size: int | None = None,
     method: Method = "auto",
-) -> tuple[torch.Tensor, torch.Tensor]:
+    log_sum_sq: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """Per-token log-probs of the completion tokens of each row, completion-aligned.
 
     Args:
@@ -289,25 +314,38 @@ def completion_logps(
         method: ``"chunked"`` (memory-lean), ``"naive"`` (full logits), or ``"auto"`` (chunked
             when the output head is a plain ``nn.Linear``).
 
+        log_sum_sq: also return ``log sum_v p(v)^2`` at each completion position (detached; for
+            WPO weighting, :func:`selected_log_sum_sq`).
+
     Returns:
-        ``(logps [N, Tmax] float32, mask [N, Tmax] bool)`` with ``Tmax`` the longest completion.
+        ``(logps [N, Tmax] float32, mask [N, Tmax] bool)`` with ``Tmax`` the longest completion,
+        plus the ``log_sum_sq [N, Tmax]`` tensor when requested.
     """
     rows, cols, rank, width = _completion_positions(input_ids, completion_mask)
     targets = input_ids[rows, cols]
     head = _output_head(model)
     transform = logit_transform(_unwrap(model).config)
     if _resolve_method(method, head) == "chunked":
-        stand_in = _HeadInForward(head, rows, cols, targets, chunk_size, transform)
+        stand_in = _HeadInForward(head, rows, cols, targets, chunk_size, transform, log_sum_sq)
         with _swapped_head(model, head, stand_in):
             model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         if stand_in.logps is None:
             raise RuntimeError(f"{type(model).__name__}'s forward never called its output head; use method='naive'")
         values = stand_in.logps
+        if log_sum_sq:
+            sum_sq = stand_in.log_sum_sq
     else:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         selected = logits[rows, cols - 1].float()
         values = selected.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(selected, dim=-1)
-    return _left_justify(values, rows, rank, (input_ids.shape[0], width))
+        if log_sum_sq:
+            detached = selected.detach()
+            sum_sq = torch.logsumexp(2 * detached, dim=-1) - 2 * torch.logsumexp(detached, dim=-1)
+    shape = (input_ids.shape[0], width)
+    logps, mask = _left_justify(values, rows, rank, shape)
+    if not log_sum_sq:
+        return logps, mask
+    return logps, mask, _left_justify(sum_sq, rows, rank, shape)[0]
 
 
 def _split_pairs(logps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -366,8 +404,11 @@ def pair_logps(
     ref_model: nn.Module | str | None = None,
     chunk_size: int | None = None,
     method: Method = "auto",
+    log_sum_sq: bool = False,
 ) -> PairLogps:
     """One forward over the concatenated ``[2B, T]`` pair batch -> :class:`PairLogps`.
+
+    ``log_sum_sq=True`` also fills ``chosen_log_sum_sq`` / ``rejected_log_sum_sq`` (WPO weighting).
 
     The reference comes from ``batch["ref_chosen"]``/``batch["ref_rejected"]`` when present
     (the cache from :mod:`prefopt.reference`), else from ``ref_model`` (a model, or
@@ -375,10 +416,15 @@ def pair_logps(
     :func:`reference_pair_logps`), else it is ``None``. Token rewards and weights pass through.
     """
     _check_pair_batch(batch)
-    logps, mask = completion_logps(
-        model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], chunk_size=chunk_size, method=method
+    outputs = completion_logps(
+        model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], chunk_size=chunk_size,
+        method=method, log_sum_sq=log_sum_sq,
     )
-    chosen, rejected, chosen_mask, rejected_mask = _split_pairs(logps, mask)
+    chosen, rejected, chosen_mask, rejected_mask = _split_pairs(*outputs[:2])
+    sum_sq = {}
+    if log_sum_sq:
+        sum_sq_chosen, sum_sq_rejected, _, _ = _split_pairs(outputs[2], outputs[1])
+        sum_sq = {"chosen_log_sum_sq": sum_sq_chosen, "rejected_log_sum_sq": sum_sq_rejected}
     ref_chosen, ref_rejected = batch.get("ref_chosen"), batch.get("ref_rejected")
     if (ref_chosen is None) != (ref_rejected is None):
         raise KeyError("pair batch has only one of ref_chosen/ref_rejected; the reference cache writes both")
@@ -394,4 +440,5 @@ def pair_logps(
         chosen_token_rewards=batch.get("chosen_token_rewards"),
         rejected_token_rewards=batch.get("rejected_token_rewards"),
         weights=batch.get("weights"),
+        **sum_sq,
     )

@@ -60,11 +60,11 @@ def test_unknown_keys_name_the_valid_ones(recipe_file, override, where, valid):
 
 def test_unknown_loss_hyperparameter_lists_the_valid_ones(recipe_file):
     message = error_of(recipe_file, "loss.betta=0.2")
-    assert "['betta']" in message and "valid: ['beta', 'label_smoothing']" in message
+    assert "['betta']" in message and "valid: ['beta', 'label_smoothing', 'f_divergence', 'f_alpha']" in message
 
 
 def test_unknown_loss_name_lists_registered_losses(recipe_file):
-    assert "unknown loss 'dpoo'; registered losses: dpo, ipo, ld_dpo" in error_of(
+    assert "unknown loss 'dpoo'; registered losses: alphapo, aot, aot_unpaired, apo_down" in error_of(
         recipe_file, "loss.name=dpoo"
     )
 

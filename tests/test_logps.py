@@ -85,6 +85,20 @@ def test_naive_method_matches_and_head_is_restored(tiny_tokenizer):
     assert model.lm_head is head
 
 
+@pytest.mark.parametrize("method", ["chunked", "naive"])
+def test_log_sum_sq_for_wpo_matches_the_full_softmax(tiny_tokenizer, method):
+    """``log_sum_sq=True`` adds log sum_v p(v)^2 per completion position, detached, left-justified like the logps."""
+    model = make_tiny_model(tiny_tokenizer)
+    ids, attn, comp = make_batch(model.config.vocab_size, PROMPTS, COMPLETIONS, seed=2)
+    logps, mask, sum_sq = completion_logps(model, ids, attn, comp, chunk_size=3, method=method, log_sum_sq=True)
+    torch.testing.assert_close(logps, naive_logps(model, ids, attn, comp)[0], atol=1e-5, rtol=0)
+    all_logps = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits[:, :-1].float(), -1)
+    full = torch.logsumexp(2 * all_logps, -1)
+    for n in range(ids.shape[0]):
+        torch.testing.assert_close(sum_sq[n][mask[n]], full[n][comp[n, 1:]], atol=1e-5, rtol=0)
+    assert not sum_sq.requires_grad and (sum_sq[mask] <= 0).all()
+
+
 def test_padding_does_not_change_a_row(tiny_tokenizer):
     model = make_tiny_model(tiny_tokenizer)
     ids, attn, comp = make_batch(model.config.vocab_size, [4], [5])

@@ -98,3 +98,14 @@ def test_weight_gradient_is_summed_over_chunks_in_fp32():
     naive, chunked = error(weight_grad(torch.bfloat16, False)), error(weight_grad(torch.bfloat16, True))
     assert chunked <= naive * 1.5, (chunked, naive)
     assert chunked < 5e-3
+
+
+def test_wpo_log_sum_sq_is_computed_where_the_weight_is_gathered():
+    plain = untied_model()
+    sharded = copy.deepcopy(plain)
+    Partitioned(sharded.lm_head)
+    batch = make_batch(plain.config.vocab_size, PROMPTS, COMPLETIONS, seed=3)
+    with torch.no_grad():
+        _, _, want = completion_logps(plain, *batch, chunk_size=3, log_sum_sq=True)
+        _, _, got = completion_logps(sharded, *batch, chunk_size=3, log_sum_sq=True)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)

@@ -7,7 +7,10 @@ are tokenized as prompt (with the tokenizer's special tokens, e.g. BOS) + comple
 
 A completion always ends with the EOS token unless it was truncated: text after the last EOS
 the template emits (e.g. ChatML's ``"\\n"`` after ``<|im_end|>``) is cut, since generation stops
-at EOS; if the template emits no EOS, one is appended.
+at EOS; if the template emits no EOS, one is appended. A completion the model did not finish —
+``meta["chosen_finish_reason"]`` / ``meta["rejected_finish_reason"] == "length"``, as the online
+pair builder records — is never given an EOS: the template's closing EOS (and what follows) is cut
+and none is appended, so a cut-off rollout is not trained as if the model had chosen to stop.
 
 Nothing is truncated silently: ``truncation="error"`` (default) raises on any over-long pair,
 ``"drop"`` drops it, ``"keep_start"`` keeps the prompt and the start of the completion. Counts are
@@ -60,11 +63,22 @@ def _eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return tokenizer.eos_token_id
 
 
-def _end_with_eos(ids: list[int], eos: int) -> list[int]:
-    """Cut what follows the last EOS (template whitespace), or append EOS if there is none."""
+def _end_with_eos(ids: list[int], eos: int, unfinished: bool = False) -> list[int]:
+    """Cut what follows the last EOS (template whitespace), or append EOS if there is none.
+
+    ``unfinished`` (a completion cut at the generation limit): cut the last EOS too, append none.
+    """
     if eos in ids:
-        return ids[: len(ids) - ids[::-1].index(eos)]
-    return ids + [eos]
+        end = len(ids) - ids[::-1].index(eos)
+        return ids[: end - 1] if unfinished else ids[:end]
+    return ids if unfinished else ids + [eos]
+
+
+def _unfinished_flags(meta: list[Any] | None, side: str, n: int) -> list[bool]:
+    """Per row, whether the ``side`` completion was cut at the generation limit (``meta[f"{side}_finish_reason"]``)."""
+    if meta is None:
+        return [False] * n
+    return [isinstance(m, dict) and m.get(f"{side}_finish_reason") == "length" for m in meta]
 
 
 def _render_prompts(prompts: list[str | list[dict]], tokenizer: PreTrainedTokenizerBase) -> list[str]:
@@ -91,40 +105,46 @@ def encode_prompts(prompts: list[str | list[dict]], tokenizer: PreTrainedTokeniz
 
 
 def encode_pairs(
-    prompts: list[Any], chosen: list[Any], rejected: list[Any], tokenizer: PreTrainedTokenizerBase
+    prompts: list[Any],
+    chosen: list[Any],
+    rejected: list[Any],
+    tokenizer: PreTrainedTokenizerBase,
+    meta: list[Any] | None = None,
 ) -> tuple[list[list[int]], list[list[int] | TemplateMismatch], list[list[int] | TemplateMismatch]]:
     """Token ids of a batch of normalized pairs: ``(prompt_ids, chosen_ids, rejected_ids)``.
 
     A completion whose conversation does not start with the prompt's tokens is returned as a
-    :class:`TemplateMismatch` (the caller reports it with its row) instead of ids.
+    :class:`TemplateMismatch` (the caller reports it with its row) instead of ids. ``meta`` (the
+    rows' ``meta`` column, optional) marks unfinished completions, which get no EOS.
     """
     eos = _eos_id(tokenizer)
     conversational = bool(prompts) and not isinstance(prompts[0], str)
     prompt_texts = _render_prompts(prompts, tokenizer)
     prompt_ids = _encode_prompt_texts(prompt_texts, conversational, tokenizer)
-    if not conversational:
-        completions = [
-            [_end_with_eos(ids, eos) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-            for texts in (chosen, rejected)
-        ]
-        return prompt_ids, completions[0], completions[1]
     out = []
-    for completions in (chosen, rejected):
+    for side, completions in (("chosen", chosen), ("rejected", rejected)):
+        unfinished = _unfinished_flags(meta, side, len(prompts))
+        if not conversational:
+            ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
+            out.append([_end_with_eos(row, eos, cut) for row, cut in zip(ids, unfinished)])
+            continue
         full_texts = [
             tokenizer.apply_chat_template(p + c, tokenize=False) for p, c in zip(prompts, completions)
         ]
         full_ids = tokenizer(full_texts, add_special_tokens=False)["input_ids"]
         out.append(
             [
-                _continuation(prompt_text, full_text, p_ids, ids, eos)
-                for prompt_text, full_text, p_ids, ids in zip(prompt_texts, full_texts, prompt_ids, full_ids)
+                _continuation(prompt_text, full_text, p_ids, ids, eos, cut)
+                for prompt_text, full_text, p_ids, ids, cut in zip(
+                    prompt_texts, full_texts, prompt_ids, full_ids, unfinished
+                )
             ]
         )
     return prompt_ids, out[0], out[1]
 
 
 def _continuation(
-    prompt_text: str, full_text: str, prompt_ids: list[int], full_ids: list[int], eos: int
+    prompt_text: str, full_text: str, prompt_ids: list[int], full_ids: list[int], eos: int, unfinished: bool
 ) -> list[int] | TemplateMismatch:
     if not full_text.startswith(prompt_text):
         return TemplateMismatch(
@@ -137,7 +157,7 @@ def _continuation(
             "the tokenizer merges tokens across the prompt/completion boundary, so the prompt's tokens are not "
             "a prefix of the conversation's; fix the chat template so the generation prompt ends on a token boundary"
         )
-    return _end_with_eos(full_ids[len(prompt_ids) :], eos)
+    return _end_with_eos(full_ids[len(prompt_ids) :], eos, unfinished)
 
 
 class _Status(NamedTuple):
@@ -185,7 +205,7 @@ def _tokenize_batch(
     batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, limits: _Limits
 ) -> dict[str, list]:
     prompt_ids, chosen_ids, rejected_ids = encode_pairs(
-        batch["prompt"], batch["chosen"], batch["rejected"], tokenizer
+        batch["prompt"], batch["chosen"], batch["rejected"], tokenizer, batch.get("meta")
     )
     n = len(prompt_ids)
     out: dict[str, list] = {"prompt_ids": prompt_ids, "chosen_ids": [], "rejected_ids": []}

@@ -27,6 +27,8 @@ class PairLogps:
     chosen_token_rewards: torch.Tensor | None = None
     rejected_token_rewards: torch.Tensor | None = None
     weights: torch.Tensor | None = None
+    chosen_log_sum_sq: torch.Tensor | None = None
+    rejected_log_sum_sq: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         for name, logps, mask in (
@@ -36,6 +38,8 @@ class PairLogps:
             ("ref_rejected", self.ref_rejected, self.rejected_mask),
             ("chosen_token_rewards", self.chosen_token_rewards, self.chosen_mask),
             ("rejected_token_rewards", self.rejected_token_rewards, self.rejected_mask),
+            ("chosen_log_sum_sq", self.chosen_log_sum_sq, self.chosen_mask),
+            ("rejected_log_sum_sq", self.rejected_log_sum_sq, self.rejected_mask),
         ):
             if logps is not None and logps.shape != mask.shape:
                 raise ValueError(f"PairLogps.{name} has shape {tuple(logps.shape)}, its mask {tuple(mask.shape)}")
@@ -70,14 +74,21 @@ class LossFn(Protocol):
 @dataclass(frozen=True)
 class _RegisteredLoss:
     fn: Callable[..., LossOutput]
-    requires_reference: bool
+    requires_reference: bool | Callable[[dict], bool]
+    needs_log_sum_sq: bool = False
 
 
 _REGISTRY: dict[str, _RegisteredLoss] = {}
 
 
-def register_loss(name: str, *, requires_reference: bool) -> Callable[[Callable[..., LossOutput]], Callable[..., LossOutput]]:
+def register_loss(
+    name: str, *, requires_reference: bool | Callable[[dict], bool], needs_log_sum_sq: bool = False
+) -> Callable[[Callable[..., LossOutput]], Callable[..., LossOutput]]:
     """Register ``fn(batch: PairLogps, **hparams) -> LossOutput`` under ``name``.
+
+    ``requires_reference`` is a flag, or a function of the bound hyperparameters for losses whose
+    need depends on them (``mix``: whether any of its terms needs one). ``needs_log_sum_sq`` asks
+    the trainer for ``PairLogps.chosen_log_sum_sq`` / ``rejected_log_sum_sq`` (``wpo``).
 
     >>> @register_loss("my_loss", requires_reference=False)
     ... def my_loss(batch, *, beta: float = 0.1): ...
@@ -86,7 +97,7 @@ def register_loss(name: str, *, requires_reference: bool) -> Callable[[Callable[
     def decorator(fn: Callable[..., LossOutput]) -> Callable[..., LossOutput]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"a loss named {name!r} is already registered ({_REGISTRY[name].fn.__module__})")
-        _REGISTRY[name] = _RegisteredLoss(fn, requires_reference)
+        _REGISTRY[name] = _RegisteredLoss(fn, requires_reference, needs_log_sum_sq)
         return fn
 
     return decorator
@@ -102,7 +113,9 @@ class _BoundLoss:
     def __init__(self, name: str, entry: _RegisteredLoss, hparams: dict) -> None:
         self.name = name
         self.hparams = hparams
-        self.requires_reference = entry.requires_reference
+        needs = entry.requires_reference
+        self.requires_reference = needs(hparams) if callable(needs) else needs
+        self.needs_log_sum_sq = entry.needs_log_sum_sq
         self._fn = entry.fn
 
     def __call__(self, batch: PairLogps) -> LossOutput:
@@ -127,5 +140,25 @@ def get_loss(name: str, **hparams) -> LossFn:
     valid = [p for p in list(params)[1:] if params[p].kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = sorted(set(hparams) - set(valid))
     if unknown and not accepts_any:
-        raise TypeError(f"loss {name!r} got unknown hyperparameter(s) {unknown}; valid: {valid}")
+        hint = ""
+        if "f_divergence" in unknown:
+            takers = [n for n, e in sorted(_REGISTRY.items()) if "f_divergence" in inspect.signature(e.fn).parameters]
+            hint = f" (f-divergences apply only to losses on the chosen-minus-rejected margin: {', '.join(takers)})"
+        raise TypeError(f"loss {name!r} got unknown hyperparameter(s) {unknown}; valid: {valid}{hint}")
     return _BoundLoss(name, entry, hparams)
+
+
+def loss_from_spec(spec: object, where: str) -> LossFn:
+    """Bind a nested loss spec ``{name: <loss>, <its hyperparameters>}`` (a ``mix`` term, ``wpo``'s base).
+
+    Problems raise ``ValueError`` prefixed with ``where`` (e.g. ``loss 'mix': terms[1]``), so recipe
+    validation reports them as one line under the owning key.
+    """
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"{where} must be a mapping {{name: <loss>, <its hyperparameters>}}, got {spec!r}")
+    hparams = dict(spec)
+    name = hparams.pop("name")
+    try:
+        return get_loss(name, **hparams)
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{where}: {str(err).strip(chr(34))}") from None

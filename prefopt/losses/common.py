@@ -1,7 +1,8 @@
 """What every loss shares: sequence log-ratios, the smoothed sigmoid, checks, and the output.
 
 :func:`finish` is the single place that applies ``PairLogps.weights`` and computes the metrics
-every loss reports, under TRL's names so runs compare with TRL runs:
+every loss reports, under TRL's names so runs compare with TRL runs. The trainer logs these as
+they are and computes none of its own (docs/losses.md §1 lists the quantity for every loss):
 
 * ``rewards/chosen``, ``rewards/rejected``: mean implicit reward (what the loss compares, e.g.
   ``beta * (log pi(y_w) - log pi_ref(y_w))`` for DPO, ``beta * avg log pi(y_w)`` for SimPO);
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 
 from prefopt.losses.aggregate import Reduction, aggregate, lengths
 from prefopt.losses.base import LossOutput, PairLogps
+from prefopt.losses.divergence import f_prime
 
 
 class SequenceScores(NamedTuple):
@@ -32,17 +34,28 @@ class SequenceScores(NamedTuple):
     rejected_logratios: torch.Tensor
 
 
-def logratios(batch: PairLogps, reduction: Reduction) -> SequenceScores:
-    """Reduce policy and reference token log-probs with ``reduction`` and form the log-ratios.
+def logratios(
+    batch: PairLogps, reduction: Reduction, f_divergence: str = "reverse_kl", f_alpha: float = 0.5
+) -> SequenceScores:
+    """Policy sequence scores and the (f-divergence) log-ratio scores, reduced with ``reduction``.
 
-    ``reduction="mean"`` gives ``(log pi(y) - log pi_ref(y)) / |y|``, the per-token-averaged
-    log-ratio TRL's IPO uses. The caller guarantees a reference is present.
+    The log-ratios are ``f'(exp(rho))`` of the summed ``rho = log pi(y) - log pi_ref(y)``
+    (:mod:`prefopt.losses.divergence`; ``reverse_kl`` is ``rho`` itself). ``reduction="mean"``
+    then divides scores and log-ratios by ``|y|``, the per-token form TRL's IPO and
+    ``sigmoid_norm`` use. The caller guarantees a reference is present.
     """
-    chosen = aggregate(batch.chosen, batch.chosen_mask, reduction)
-    rejected = aggregate(batch.rejected, batch.rejected_mask, reduction)
-    ref_chosen = aggregate(batch.ref_chosen, batch.chosen_mask, reduction)
-    ref_rejected = aggregate(batch.ref_rejected, batch.rejected_mask, reduction)
-    return SequenceScores(chosen, rejected, chosen - ref_chosen, rejected - ref_rejected)
+    chosen = aggregate(batch.chosen, batch.chosen_mask, "sum")
+    rejected = aggregate(batch.rejected, batch.rejected_mask, "sum")
+    chosen_ratio = f_prime(chosen - aggregate(batch.ref_chosen, batch.chosen_mask, "sum"), f_divergence, f_alpha)
+    rejected_ratio = f_prime(
+        rejected - aggregate(batch.ref_rejected, batch.rejected_mask, "sum"), f_divergence, f_alpha
+    )
+    if reduction == "mean":
+        chosen_len = lengths(batch.chosen_mask).clamp(min=1.0)
+        rejected_len = lengths(batch.rejected_mask).clamp(min=1.0)
+        chosen, chosen_ratio = chosen / chosen_len, chosen_ratio / chosen_len
+        rejected, rejected_ratio = rejected / rejected_len, rejected_ratio / rejected_len
+    return SequenceScores(chosen, rejected, chosen_ratio, rejected_ratio)
 
 
 def sigmoid_loss(logits: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""DPO and its direct variants on summed (or averaged) log-ratios: ``dpo``, ``robust``, ``ipo``.
+"""DPO and its direct variants on summed (or averaged) log-ratios: ``dpo``, ``robust``, ``ipo``, ``sigmoid_norm``.
 
 Symbols used below, per pair ``(x, y_w, y_l)``:
 
@@ -7,11 +7,16 @@ Symbols used below, per pair ``(x, y_w, y_l)``:
 * ``h = rho_w - rho_l``; ``sig`` is the logistic sigmoid; ``|y|`` the completion length.
 
 Implicit rewards are ``beta * rho_w`` and ``beta * rho_l`` (detached), as in TRL.
+
+Every loss here takes ``f_divergence`` / ``f_alpha`` (TRL's ``f_divergence_type`` /
+``f_alpha_divergence_coef``): ``rho`` is replaced by ``f'(exp(rho))`` in the loss and the rewards
+(:mod:`prefopt.losses.divergence`); the default ``reverse_kl`` is plain DPO.
 """
 
 from __future__ import annotations
 
 from prefopt.losses.base import LossOutput, PairLogps, register_loss
+from prefopt.losses.divergence import Divergence, check_divergence
 from prefopt.losses.common import (
     check_label_smoothing,
     check_positive,
@@ -22,7 +27,14 @@ from prefopt.losses.common import (
 
 
 @register_loss("dpo", requires_reference=True)
-def dpo(batch: PairLogps, *, beta: float = 0.1, label_smoothing: float = 0.0) -> LossOutput:
+def dpo(
+    batch: PairLogps,
+    *,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+    f_divergence: Divergence = "reverse_kl",
+    f_alpha: float = 0.5,
+) -> LossOutput:
     """DPO (Rafailov et al. 2023, arXiv 2305.18290) with cDPO label smoothing.
 
     ``L = (1 - eps) * (-log sig(beta h)) + eps * (-log sig(-beta h))``
@@ -37,14 +49,22 @@ def dpo(batch: PairLogps, *, beta: float = 0.1, label_smoothing: float = 0.0) ->
     """
     check_positive("dpo", beta=beta)
     check_label_smoothing("dpo", label_smoothing)
-    scores = logratios(batch, "sum")
+    check_divergence("dpo", f_divergence, f_alpha)
+    scores = logratios(batch, "sum", f_divergence, f_alpha)
     h = scores.chosen_logratios - scores.rejected_logratios
     loss = sigmoid_loss(beta * h, label_smoothing)
     return finish_logratios(batch, loss, scores, beta)
 
 
 @register_loss("robust", requires_reference=True)
-def robust_dpo(batch: PairLogps, *, beta: float = 0.1, label_smoothing: float = 0.1) -> LossOutput:
+def robust_dpo(
+    batch: PairLogps,
+    *,
+    beta: float = 0.1,
+    label_smoothing: float = 0.1,
+    f_divergence: Divergence = "reverse_kl",
+    f_alpha: float = 0.5,
+) -> LossOutput:
     """Provably robust DPO (Chowdhury et al. 2024, arXiv 2403.00409), TRL ``loss_type="robust"``.
 
     ``L = [(1 - eps) * (-log sig(beta h)) - eps * (-log sig(-beta h))] / (1 - 2 eps)``
@@ -55,7 +75,8 @@ def robust_dpo(batch: PairLogps, *, beta: float = 0.1, label_smoothing: float = 
     """
     check_positive("robust", beta=beta)
     check_label_smoothing("robust", label_smoothing)
-    scores = logratios(batch, "sum")
+    check_divergence("robust", f_divergence, f_alpha)
+    scores = logratios(batch, "sum", f_divergence, f_alpha)
     h = scores.chosen_logratios - scores.rejected_logratios
     eps = label_smoothing
     loss = ((1.0 - eps) * sigmoid_loss(beta * h) - eps * sigmoid_loss(-beta * h)) / (1.0 - 2.0 * eps)
@@ -63,7 +84,14 @@ def robust_dpo(batch: PairLogps, *, beta: float = 0.1, label_smoothing: float = 
 
 
 @register_loss("ipo", requires_reference=True)
-def ipo(batch: PairLogps, *, beta: float = 0.1, normalize: bool = True) -> LossOutput:
+def ipo(
+    batch: PairLogps,
+    *,
+    beta: float = 0.1,
+    normalize: bool = True,
+    f_divergence: Divergence = "reverse_kl",
+    f_alpha: float = 0.5,
+) -> LossOutput:
     """IPO (Azar et al. 2023, arXiv 2310.12036), Eq. 17 with ``tau = beta``.
 
     ``L = (delta - 1 / (2 beta))^2``
@@ -78,7 +106,28 @@ def ipo(batch: PairLogps, *, beta: float = 0.1, normalize: bool = True) -> LossO
     compares, i.e. per-token means when ``normalize=True`` (TRL logs summed ones).
     """
     check_positive("ipo", beta=beta)
-    scores = logratios(batch, "mean" if normalize else "sum")
+    check_divergence("ipo", f_divergence, f_alpha)
+    scores = logratios(batch, "mean" if normalize else "sum", f_divergence, f_alpha)
     delta = scores.chosen_logratios - scores.rejected_logratios
     loss = (delta - 1.0 / (2.0 * beta)) ** 2
+    return finish_logratios(batch, loss, scores, beta)
+
+
+@register_loss("sigmoid_norm", requires_reference=True)
+def sigmoid_norm(
+    batch: PairLogps, *, beta: float = 0.1, f_divergence: Divergence = "reverse_kl", f_alpha: float = 0.5
+) -> LossOutput:
+    """Length-normalized DPO, TRL ``loss_type="sigmoid_norm"`` (DPO, arXiv 2305.18290, on per-token log-ratios).
+
+    ``L = -log sig(beta * (rho_w / |y_w| - rho_l / |y_l|))``
+
+    The DPO loss on the per-token-averaged log-ratios (as IPO's ``normalize=True`` form), so a
+    long response cannot win on summed log-ratio mass alone; ``beta`` therefore acts per token
+    and wants larger values than DPO's. Rewards and ``logps/*`` are the per-token quantities the
+    loss compares (TRL logs summed ones).
+    """
+    check_positive("sigmoid_norm", beta=beta)
+    check_divergence("sigmoid_norm", f_divergence, f_alpha)
+    scores = logratios(batch, "mean", f_divergence, f_alpha)
+    loss = sigmoid_loss(beta * (scores.chosen_logratios - scores.rejected_logratios))
     return finish_logratios(batch, loss, scores, beta)

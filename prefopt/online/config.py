@@ -10,7 +10,6 @@ strategy and verifier names and hyperparameters are checked when the recipe load
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,10 +27,12 @@ from prefopt.config import (
     format_validation_error,
     load_yaml,
 )
-from prefopt.online.pairs import STRATEGIES, build_pairs
+from prefopt.online.answers import AnswerFormat, check_answer_format
+from prefopt.online.pairs import available_pair_strategies, check_pair_options
+from prefopt.online.recipe_checks import check_reward_fits
 from prefopt.online.rewards import available_rewards, get_reward
 from prefopt.online.sampler import SamplingParams
-from prefopt.online.verifier import available_verifiers, check_verifier
+from prefopt.online.verifier import Truncated, available_verifiers, check_verifier
 
 
 class RunConfig(Section):
@@ -69,14 +70,16 @@ class RoundsConfig(Section):
     """The loop: ``count`` rounds, ``prompts_per_round`` training prompts each.
 
     ``partition: disjoint`` gives every round its own slice of the (seed-shuffled) training
-    problems (DNO); ``resample`` draws each round's prompts independently. ``reference``:
+    problems (DNO); ``epochs`` takes each round's slice from a cycle of reshuffled passes over the
+    training set, so problems come back once it is exhausted (HAPO's several epochs);
+    ``resample`` draws each round's prompts independently. ``reference``:
     ``initial`` (the starting model throughout) or ``previous`` (the policy the round starts from,
     i.e. the previous round's result; DNO's reference reset).
     """
 
     count: int = Field(3, gt=0)
     prompts_per_round: int = Field(64, gt=0)
-    partition: Literal["disjoint", "resample"] = "disjoint"
+    partition: Literal["disjoint", "epochs", "resample"] = "disjoint"
     reference: Literal["initial", "previous"] = "initial"
     seed: int = 0
 
@@ -112,13 +115,27 @@ class NamedConfig(Section):
 
 
 class VerifierConfig(NamedConfig):
-    """The answer checker (``math``, ``exact`` or a registered name); ``timeout`` seconds per answer."""
+    """The answer checker (``math``, ``exact`` or a registered name); ``timeout`` seconds per answer.
+
+    ``truncated``: ``incorrect`` (default) counts a rollout cut at the generation limit as wrong
+    without checking it (status ``truncated``); ``verify`` checks it like a finished one.
+    ``format`` / ``format_pattern``: the answer form the instruction asks for (``any`` = ``\\boxed{}``
+    or ``#### N``, ``boxed``, ``hash``, or ``pattern`` with a regular expression); with "finished,
+    not truncated" it is the format score of every reward that uses well-formedness.
+    """
 
     name: str = "math"
     timeout: float = Field(5.0, gt=0)
+    truncated: Truncated = "incorrect"
+    format: AnswerFormat = "any"
+    format_pattern: str | None = None
 
     @model_validator(mode="after")
     def _check_name(self) -> VerifierConfig:
+        try:
+            check_answer_format(self.format, self.format_pattern)
+        except ValueError as err:
+            raise ValueError(f"verifier.{err}") from None
         if self.name not in available_verifiers():
             raise ValueError(f"unknown verifier {self.name!r}; registered: {', '.join(available_verifiers())}")
         try:
@@ -145,11 +162,14 @@ class RewardConfig(NamedConfig):
 
 
 class PairsConfig(Section):
-    """The pair strategy and its options as extra keys (see :func:`prefopt.online.pairs.build_pairs`)."""
+    """The pair strategy (a registered name) and its options as extra keys (see :mod:`prefopt.online.pairs`).
+
+    Options the chosen strategy does not use are rejected at load, naming them.
+    """
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
-    strategy: Literal[STRATEGIES] = "best_vs_worst"  # type: ignore[valid-type]
+    strategy: str = "best_vs_worst"
 
     @property
     def options(self) -> dict[str, Any]:
@@ -158,11 +178,11 @@ class PairsConfig(Section):
 
     @model_validator(mode="after")
     def _check_options(self) -> PairsConfig:
-        valid = [n for n, p in inspect.signature(build_pairs).parameters.items() if p.kind is p.KEYWORD_ONLY]
-        unknown = sorted(set(self.options) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown pair option(s) {unknown}; valid: strategy, {', '.join(valid)}")
-        build_pairs([], self.strategy, **self.options)  # the options' own range checks
+        if self.strategy not in available_pair_strategies():
+            raise ValueError(
+                f"unknown pair strategy {self.strategy!r}; registered: {', '.join(available_pair_strategies())}"
+            )
+        check_pair_options(self.strategy, self.options)
         return self
 
 
@@ -223,6 +243,12 @@ class RoundsRecipe(Section):
             )
         if self.train.max_prompt_length >= self.train.max_length:
             raise ValueError("train.max_prompt_length must be smaller than train.max_length")
+        if self.model.qlora:
+            raise ValueError(
+                "model.qlora is not supported by rounds (the policy is rebuilt from an unquantized base each "
+                "round); set model.qlora=false and train LoRA adapters (model.lora)"
+            )
+        check_reward_fits(self)
         return self
 
 

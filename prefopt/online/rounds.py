@@ -4,10 +4,13 @@ Round 0 evaluates the initial model on the held-out problems. Each round ``r = 1
 five steps, each writing its files atomically into ``round_NNN/`` and then recording itself in
 ``manifest.json`` (see :mod:`prefopt.online.run_dir`):
 
-1. ``sample``: the round's prompts (its disjoint slice of the shuffled training problems, or a fresh
-   draw) → ``n`` rollouts each from the policy of round ``r − 1`` → ``rollouts.jsonl``;
-2. ``score``: verify every rollout, score each prompt's group with the length reward given the
-   reward state of round ``r − 1`` → ``scored.jsonl``, ``reward_state.json``;
+1. ``sample``: the round's prompts (its slice of the shuffled training problems — disjoint, or from
+   a cycle of reshuffled epochs — or a fresh draw) → ``n`` rollouts each from the policy of round
+   ``r − 1`` → ``rollouts.jsonl``;
+2. ``score``: verify every rollout (truncated ones count as wrong unless ``verifier.truncated:
+   verify``), check its format, advance the reward clock (rounds and optimizer steps completed) and
+   score each prompt's group with the length reward given the reward state of round ``r − 1``; the
+   reward updates its state (HAPO history, LASER-D coverage) → ``scored.jsonl``, ``reward_state.json``;
 3. ``pairs``: scored groups → preference pairs → ``pairs.jsonl`` (with provenance and weights);
 4. ``train``: the loss on the pairs, starting from the policy of round ``r − 1`` (fresh LoRA adapters
    or all weights), reference = the initial model or that starting policy → ``policy/``;
@@ -37,6 +40,7 @@ from prefopt.data import load_pairs, tokenize_pairs
 from prefopt.evaluate.accuracy import AccuracyReport, evaluate_accuracy, paired_difference
 from prefopt.losses import get_loss
 from prefopt.models import load_tokenizer
+from prefopt.online.answers import format_score
 from prefopt.online.config import RoundsRecipe
 from prefopt.online.pairs import build_pairs
 from prefopt.online.policy import load_initial, load_policy, merged_policy_dir, release_memory, save_policy
@@ -45,7 +49,7 @@ from prefopt.online.rewards import get_reward, score_rollouts
 from prefopt.online.run_dir import RunDir, fault_point, read_json, read_jsonl, write_json, write_jsonl
 from prefopt.online.sampler import HFSampler, Sampler, VLLMSampler, resolve_engine
 from prefopt.online.types import RewardState, Rollout, ScoredRollout
-from prefopt.online.verifier import Verifier, get_verifier
+from prefopt.online.verifier import Verifier, get_verifier, verify_rollouts
 from prefopt.train import PreferenceConfig, PreferenceTrainer, add_lora, optim_arguments
 
 logger = logging.getLogger(__name__)
@@ -55,13 +59,23 @@ RESUMABLE_CHANGES = ("rounds.count", "logging")
 
 
 def round_problems(problems: list[Problem], recipe: RoundsRecipe, index: int) -> list[Problem]:
-    """The training problems of round ``index`` (1-based): a disjoint slice of a seeded shuffle, or a fresh draw."""
+    """The training problems of round ``index`` (1-based).
+
+    ``disjoint``: slice ``index`` of one seeded shuffle; ``epochs``: slice ``index`` of the stream of
+    seeded reshuffles (epoch ``e`` shuffled with seed ``(seed, e)``), so every problem is seen once per
+    epoch and comes back in the next; ``resample``: an independent draw.
+    """
     cfg = recipe.rounds
     if cfg.partition == "resample":
         return random.Random(cfg.seed * 1_000_003 + index).sample(problems, cfg.prompts_per_round)
-    order = list(problems)
-    random.Random(cfg.seed).shuffle(order)
-    return order[(index - 1) * cfg.prompts_per_round : index * cfg.prompts_per_round]
+    start, stop = (index - 1) * cfg.prompts_per_round, index * cfg.prompts_per_round
+    epochs = 1 if cfg.partition == "disjoint" else -(-stop // len(problems))
+    stream: list[Problem] = []
+    for epoch in range(epochs):
+        order = list(problems)
+        random.Random(cfg.seed if epoch == 0 else f"{cfg.seed}-epoch{epoch}").shuffle(order)
+        stream.extend(order)
+    return stream[start:stop]
 
 
 def _comparable(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -115,13 +129,21 @@ class RoundsRunner:
             )
 
     def _check_problem_count(self) -> None:
-        cfg = self.recipe.rounds
+        cfg, have = self.recipe.rounds, len(self.train_problems)
         need = cfg.prompts_per_round * (cfg.count if cfg.partition == "disjoint" else 1)
-        if need > len(self.train_problems):
+        if need > have:
             raise RecipeError(
                 f"rounds: {cfg.count} rounds x {cfg.prompts_per_round} prompts ({cfg.partition}) need {need} training "
-                f"problems but {self.recipe.problems.train} has {len(self.train_problems)}; lower "
-                "rounds.prompts_per_round or rounds.count, or use rounds.partition=resample"
+                f"problems but {self.recipe.problems.train} has {have}; lower "
+                "rounds.prompts_per_round or rounds.count, or use rounds.partition=epochs or resample"
+            )
+        reward = get_reward(self.recipe.reward.name, **self.recipe.reward.hparams)
+        if reward.per_problem_history and cfg.partition == "epochs" and cfg.count * cfg.prompts_per_round <= have:
+            raise RecipeError(
+                f"rounds: reward {self.recipe.reward.name!r} keeps a per-problem history, but {cfg.count} rounds x "
+                f"{cfg.prompts_per_round} prompts never exhaust the {have} problems of {self.recipe.problems.train}, so "
+                "no problem recurs (plain correctness); raise rounds.count or rounds.prompts_per_round, or train on "
+                "fewer problems"
             )
 
     # ----------------------------------------------------------------- driver
@@ -180,30 +202,46 @@ class RoundsRunner:
                                             "tokens_per_second": stats.tokens_per_second})
 
     def _reward_state(self, index: int) -> RewardState:
+        """The reward state after round ``index``, with the clock advanced to the start of round ``index + 1``.
+
+        ``round`` counts the rounds completed, ``step`` the optimizer steps they trained (TLTS's clocks).
+        """
+        if index == 0:
+            return RewardState()
         path = self.run.round_dir(index) / "reward_state.json"
-        return RewardState.from_dict(read_json(path), where=str(path)) if index > 0 else RewardState()
+        state = RewardState.from_dict(read_json(path), where=str(path))
+        state.round = index
+        state.step += self.run.record(index, "train")["steps"]
+        return state
 
     def _score(self, index: int) -> None:
-        directory = self.run.round_dir(index)
+        directory, cfg = self.run.round_dir(index), self.recipe.verifier
         path = directory / "rollouts.jsonl"
         rollouts = [Rollout.from_dict(row, where=f"{path} row {i}") for i, row in enumerate(read_jsonl(path), 1)]
         start = time.perf_counter()
-        verdicts = self.verifier.verify_batch([r.completion for r in rollouts], [self.gold[r.prompt_id] for r in rollouts])
+        finish = [r.finish_reason for r in rollouts]
+        verdicts = verify_rollouts(self.verifier, [r.completion for r in rollouts],
+                                   [self.gold[r.prompt_id] for r in rollouts], finish, cfg.truncated)
         verify_seconds = time.perf_counter() - start
+        formats = [format_score(r.completion, r.finish_reason, cfg.format, cfg.format_pattern) for r in rollouts]
         state = self._reward_state(index - 1)
-        state.round = index
+        clock = {"round": state.round, "step": state.step}
         reward = get_reward(self.recipe.reward.name, **self.recipe.reward.hparams)
-        scored = score_rollouts(rollouts, verdicts, reward, state)
+        scored = score_rollouts(rollouts, verdicts, reward, state, formats)
         write_jsonl(directory / "scored.jsonl", [s.to_dict() for s in scored])
         write_json(directory / "reward_state.json", state.to_dict())
-        lengths = [r.length for r in rollouts]
+        components = sorted({name for s in scored for name in s.components})
         self.run.complete(index, "score", {
             "verify_seconds": verify_seconds,
             "accuracy": statistics.fmean(s.correct for s in scored),
-            "mean_length": statistics.fmean(lengths),
-            "truncation_rate": statistics.fmean(r.finish_reason == "length" for r in rollouts),
+            "mean_length": statistics.fmean(r.length for r in rollouts),
+            "truncation_rate": statistics.fmean(f == "length" for f in finish),
+            "format_rate": statistics.fmean(formats),
             "mean_reward": statistics.fmean(s.reward for s in scored),
-            "verify_errors": sum(s.verify_status != "ok" for s in scored),
+            "verify_errors": sum(s.verify_status not in ("ok", "truncated") for s in scored),
+            "reward_clock": clock,
+            "reward_components": {name: statistics.fmean(s.components.get(name, 0.0) for s in scored)
+                                  for name in components},
         })
 
     def _pairs(self, index: int) -> None:
@@ -241,8 +279,9 @@ class RoundsRunner:
             **optim_arguments(recipe.optim), seed=cfg.seed + index,
             save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500,
             logging_steps=recipe.logging.logging_steps, report_to=recipe.logging.report_to,
+            run_name=f"{recipe.logging.run_name or recipe.run.name}-round{index:03d}",
             disable_tqdm=not self.progress, reference_batch_size=recipe.loss.reference_batch_size,
-            reference_cache_dir=str(self.run.root / "reference_cache"),
+            reference_cache_dir=recipe.loss.reference_cache_dir or str(self.run.root / "reference_cache"),
         )
         trainer = PreferenceTrainer(policy, args, loss=loss, train_dataset=pairs, processing_class=self.tokenizer,
                                     ref_model=ref_model, reference=reference, callbacks=[_FaultCallback(index)])
@@ -284,7 +323,8 @@ class RoundsRunner:
             "accuracy_diff_vs_round0": diff.diff, "diff_ci_low": diff.ci_low, "diff_ci_high": diff.ci_high,
             "diff_p_value": diff.p_value, "length_change_vs_round0": report.mean_length / baseline.mean_length - 1,
             "train_accuracy": score["accuracy"], "train_mean_length": score["mean_length"],
-            "train_truncation_rate": score["truncation_rate"], "pairs": pairs["pairs"],
+            "train_truncation_rate": score["truncation_rate"], "reward": score["reward_components"],
+            "reward_clock": score["reward_clock"], "pairs": pairs["pairs"],
             "skipped_groups": sum(pairs["skipped_groups"].values()), "sampling_seconds": sample["seconds"],
             "sampling_tokens_per_second": sample["tokens_per_second"], "verify_seconds": score["verify_seconds"],
             "training_seconds": train["seconds"], "eval_seconds": report.seconds,

@@ -17,10 +17,10 @@ from typing import Any, Literal
 Message = dict[str, str]
 Prompt = str | list[Message]
 FinishReason = Literal["stop", "length"]
-VerifyStatus = Literal["ok", "no_answer", "parse_error", "timeout", "error"]
+VerifyStatus = Literal["ok", "no_answer", "parse_error", "timeout", "error", "truncated"]
 
 FINISH_REASONS: tuple[str, ...] = ("stop", "length")
-VERIFY_STATUSES: tuple[str, ...] = ("ok", "no_answer", "parse_error", "timeout", "error")
+VERIFY_STATUSES: tuple[str, ...] = ("ok", "no_answer", "parse_error", "timeout", "error", "truncated")
 
 
 def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
@@ -139,13 +139,15 @@ class ScoredRollout(Rollout):
 class RewardState:
     """Run-level state some rewards read (and HAPO writes); persisted with each round.
 
-    - ``round`` / ``step``: the curriculum clock (TLTS budgets).
+    - ``round`` / ``step``: the curriculum clock (TLTS budgets): rounds completed, and optimizer steps
+      they trained, before the batch being scored (the rounds loop advances both).
     - ``history`` / ``history_count``: per problem id, HAPO's history length ``h`` (the minimum, or
       the running mean, of the lengths of previously generated correct responses) and how many
       correct responses went into it. Keys are stable problem ids, never batch positions.
     - ``monitor_samples`` / ``coverage``: LASER-D monitor statistics — rollouts per monitor prompt
       ``n`` and, per difficulty bucket (``"high"``, ``"medium"``, ``"low"``), the fraction of the
-      bucket's rollouts whose length is ``<= threshold`` for each threshold.
+      bucket's rollouts whose length is ``<= threshold`` for each threshold; LASER-D/DE recompute
+      them from every batch they score (in the rounds: from each round, for the next).
 
     ``to_dict`` is JSON-serializable (integer thresholds become string keys); ``from_dict`` restores
     it, so a resumed run keeps its history instead of silently switching the length reward off.

@@ -3,10 +3,10 @@
 ``get_verifier("math", timeout=5.0, fallback="last_number")`` returns a verifier whose
 ``verify_batch(completions, golds)`` gives one :class:`~prefopt.online.types.VerifyResult` each.
 
-Answers (model side), first match wins: the last ``\\boxed{...}``; the text after the last
-``####``; with ``fallback="last_number"`` the last number in the text. Golds: GSM8K style
-(``... #### 1,234``), MATH style (``\\boxed{...}`` anywhere, or a bare LaTeX answer). Both are
-compared by ``math_verify.verify`` (numbers, fractions, LaTeX, tuples, sets, intervals).
+Answers and golds are read by :mod:`prefopt.online.answers` and compared by
+``math_verify.verify`` (numbers, fractions, LaTeX, tuples, sets, intervals).
+:func:`verify_rollouts` applies the truncation policy: a rollout cut at the generation limit is
+``status="truncated"`` (incorrect, not checked) unless ``truncated="verify"``.
 
 Hardening: sympy can hang on adversarial strings (``9^9^9^9``, ``1000000!``, deep nesting) and
 math-verify's own SIGALRM timeout only works in a main thread. So every check runs in a persistent
@@ -19,219 +19,22 @@ cannot start at all (a setup error) raises :class:`VerifierStartupError`.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import re
-import select
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Callable, Sequence
-from functools import lru_cache
-from importlib import import_module
 from typing import Literal, Protocol
 
 from typing_extensions import Self
 
+from prefopt.online.answers import Fallback, extract_answer, extract_gold
 from prefopt.online.types import VerifyResult
+from prefopt.online.verify_worker import SOFT_FRACTION, VerifierStartupError, Worker
 
 logger = logging.getLogger(__name__)
 
-Fallback = Literal["last_number", "none"]
 CheckFn = Callable[[str, str], bool]
+Truncated = Literal["incorrect", "verify"]
+TRUNCATED_POLICIES: tuple[str, ...] = ("incorrect", "verify")
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-_STARTUP_TIMEOUT_S = 120.0
-_SOFT_FRACTION = 0.8  # in-worker interrupt at 0.8 x timeout; the hard kill comes at timeout
-
-
-# ----------------------------------------------------------------------------------- extraction
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces balanced."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth = 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j].strip()
-    return None
-
-
-def _clean_number(text: str) -> str:
-    text = text.strip().replace("$", "").replace("\\!", "")
-    return _THOUSANDS.sub("", text).rstrip(".").strip()
-
-
-def extract_answer(completion: str, fallback: Fallback = "last_number") -> str | None:
-    """The model's final answer: last ``\\boxed{}``, else after the last ``####``, else (fallback) the last number."""
-    boxed = last_boxed(completion)
-    if boxed is not None:
-        return boxed
-    if "####" in completion:
-        tail = completion.rsplit("####", 1)[1].strip().splitlines()
-        if tail and _clean_number(tail[0]):
-            return _clean_number(tail[0])
-    if fallback == "last_number":
-        numbers = _NUMBER.findall(completion)
-        if numbers:
-            return _clean_number(numbers[-1])
-    return None
-
-
-def extract_gold(gold: str) -> str:
-    """The reference answer: after ``####`` (GSM8K), inside the last ``\\boxed{}`` (MATH solution), else as is."""
-    if "####" in gold:
-        return _clean_number(gold.rsplit("####", 1)[1])
-    boxed = last_boxed(gold)
-    return boxed if boxed is not None else gold.strip()
-
-
-# ------------------------------------------------------------------------------- checks (worker side)
-@lru_cache(maxsize=4096)
-def _parse_boxed(answer: str) -> tuple:
-    from math_verify import parse
-
-    return tuple(parse("\\boxed{" + answer + "}", parsing_timeout=None))
-
-
-def math_check(completion: str, gold: str, fallback: Fallback = "last_number") -> VerifyResult:
-    """Verify one completion against one gold with math-verify, *without* a time limit (worker side)."""
-    from math_verify import verify
-
-    answer = extract_answer(completion, fallback)
-    if answer is None:
-        return VerifyResult(False, "no_answer", None, "no \\boxed{}, '####' or number in the completion")
-    gold_expr = _parse_boxed(extract_gold(gold))
-    if not gold_expr:
-        return VerifyResult(
-            False, "parse_error", answer, f"math-verify could not parse the gold {gold[:80]!r}"
-        )
-    pred_expr = _parse_boxed(answer)
-    if not pred_expr:
-        return VerifyResult(False, "parse_error", answer, "math-verify could not parse the answer")
-    correct = verify(list(gold_expr), list(pred_expr), timeout_seconds=None)
-    return VerifyResult(bool(correct), "ok", answer)
-
-
-def _build_check(config: dict) -> Callable[[str, str], VerifyResult]:
-    if config["kind"] == "math":
-        math_check("\\boxed{1}", "1")  # warm math-verify's lazy imports before reporting ready
-        return lambda completion, gold: math_check(completion, gold, config["fallback"])
-    module, _, qualname = config["target"].partition(":")
-    fn = import_module(module)
-    for part in qualname.split("."):
-        fn = getattr(fn, part)
-    return lambda completion, gold: VerifyResult(bool(fn(completion, gold)), "ok", None)
-
-
-class _SoftTimeout(BaseException):
-    """Raised by SIGALRM inside a worker; a BaseException so library ``except Exception`` cannot swallow it."""
-
-
-def _raise_soft_timeout(signum: int, frame: object) -> None:
-    raise _SoftTimeout
-
-
-def _worker_main() -> None:
-    """Entry point of a worker process: config in argv[1], requests/results as JSON lines.
-
-    The worker is the main thread of its process, so a SIGALRM interval timer can interrupt checks
-    that hang in Python code (most sympy blow-ups) without losing the process; hangs inside C code
-    ignore it and are ended by the parent's hard deadline.
-    """
-    config = json.loads(sys.argv[1])
-    check = _build_check(config)
-    signal.signal(signal.SIGALRM, _raise_soft_timeout)
-    out, sys.stdout = sys.stdout, sys.stderr  # stray prints must not corrupt the protocol
-    out.write('{"ready": true}\n')
-    out.flush()
-    for line in sys.stdin:
-        request = json.loads(line)
-        signal.setitimer(signal.ITIMER_REAL, config["soft_timeout"])
-        try:
-            result = check(request["completion"], request["gold"])
-        except _SoftTimeout:
-            result = VerifyResult(False, "timeout", None, f"interrupted after {config['soft_timeout']:g} s")
-        except Exception as exc:  # noqa: BLE001 — a bad item is recorded as "error", never fatal
-            result = VerifyResult(False, "error", None, f"{type(exc).__name__}: {exc}"[:300])
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        out.write(json.dumps(result.to_dict()) + "\n")
-        out.flush()
-
-
-# ----------------------------------------------------------------------------------- the worker
-class VerifierStartupError(RuntimeError):
-    """A worker could not start (e.g. a registered check cannot be imported): a setup error, raised."""
-
-
-class _Worker:
-    """One verification process; ``call`` returns ``None`` when the deadline passes."""
-
-    def __init__(self, config: dict) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        # closed in close(); read back only to explain a worker that failed to start
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from prefopt.online.verifier import _worker_main; _worker_main()",
-                json.dumps(config),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=env,
-        )
-        self._buffer = b""
-        self._ready = False
-
-    def _stderr_tail(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace").strip()[-1500:]
-
-    def _read_line(self, timeout: float) -> bytes | None:
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                return None
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                raise RuntimeError(f"verifier worker exited with code {self.proc.wait()}")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line
-
-    def call(self, completion: str, gold: str, timeout: float) -> VerifyResult | None:
-        if not self._ready:
-            try:
-                started = self._read_line(_STARTUP_TIMEOUT_S) is not None
-            except RuntimeError as exc:
-                raise VerifierStartupError(f"{exc}; its stderr:\n{self._stderr_tail()}") from exc
-            if not started:
-                raise VerifierStartupError(f"verifier worker did not start within {_STARTUP_TIMEOUT_S:.0f} s")
-            self._ready = True
-        self.proc.stdin.write((json.dumps({"completion": completion, "gold": gold}) + "\n").encode())
-        self.proc.stdin.flush()
-        line = self._read_line(timeout)
-        return None if line is None else VerifyResult.from_dict(json.loads(line), "verifier worker reply")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
-            stream.close()
 
 
 # ---------------------------------------------------------------------------------- verifiers
@@ -256,15 +59,15 @@ class IsolatedVerifier:
         if timeout <= 0:
             raise ValueError(f"verifier timeout must be > 0 seconds, got {timeout}")
         self.timeout = float(timeout)
-        self.config = {**config, "soft_timeout": _SOFT_FRACTION * self.timeout}
-        self._worker: _Worker | None = None
-        self._spare: _Worker | None = None
+        self.config = {**config, "soft_timeout": SOFT_FRACTION * self.timeout}
+        self._worker: Worker | None = None
+        self._spare: Worker | None = None
 
-    def _active(self) -> _Worker:
+    def _active(self) -> Worker:
         if self._worker is None:
-            self._worker, self._spare = self._spare or _Worker(self.config), None
+            self._worker, self._spare = self._spare or Worker(self.config), None
         if self._spare is None:
-            self._spare = _Worker(self.config)
+            self._spare = Worker(self.config)
         return self._worker
 
     def _discard_worker(self) -> None:
@@ -419,3 +222,30 @@ def get_verifier(name: str = "math", *, timeout: float = 5.0, **hparams) -> Veri
     - a name given to :func:`register_verifier`: that callable in a worker, ``timeout`` per item.
     """
     return _factory(name, hparams)(timeout)
+
+
+# ----------------------------------------------------------------------------------- truncation policy
+def verify_rollouts(
+    verifier: Verifier,
+    completions: Sequence[str],
+    golds: Sequence[str],
+    finish_reasons: Sequence[str],
+    truncated: Truncated = "incorrect",
+) -> list[VerifyResult]:
+    """Verify rollouts under the truncation policy.
+
+    ``truncated="incorrect"`` (default): a rollout cut at the generation limit (``finish_reason ==
+    "length"``) is not checked and gets ``status="truncated"``, incorrect — LASER (score −1) and DLER
+    count cut-off outputs as wrong, and a last-number fallback would otherwise credit ``so \\boxed{18``
+    or a sentence cut after a number. ``"verify"`` checks truncated rollouts like finished ones.
+    """
+    if not len(completions) == len(golds) == len(finish_reasons):
+        raise ValueError(
+            f"verify_rollouts: {len(completions)} completions, {len(golds)} golds, {len(finish_reasons)} finish reasons"
+        )
+    if truncated not in TRUNCATED_POLICIES:
+        raise ValueError(f"verify_rollouts: truncated must be one of {TRUNCATED_POLICIES}, got {truncated!r}")
+    check = [i for i, f in enumerate(finish_reasons) if truncated == "verify" or f != "length"]
+    verdicts = dict(zip(check, verifier.verify_batch([completions[i] for i in check], [golds[i] for i in check])))
+    cut = VerifyResult(False, "truncated", None, "cut at the generation limit (verifier.truncated: incorrect)")
+    return [verdicts.get(i, cut) for i in range(len(completions))]

@@ -1,8 +1,9 @@
 """``PreferenceTrainer``: a ``transformers.Trainer`` whose loss is any registered prefopt loss.
 
 ``compute_loss`` runs :func:`prefopt.logps.pair_logps` (one concatenated forward for chosen and
-rejected) and the bound loss, and returns the mean of the per-example losses. Metrics use TRL's
-names plus length metrics; they are stored per step and averaged over the logging interval in
+rejected) and the bound loss, and returns the mean of the per-example losses. The logged metrics
+are the loss's own ``LossOutput.metrics`` (TRL's names plus length metrics, computed once by the
+loss from the quantities it compares); they are stored per step and averaged over the logging interval in
 :meth:`PreferenceTrainer.log` (the pattern TRL's trainers use), with an ``eval_`` prefix during
 evaluation.
 
@@ -228,7 +229,10 @@ class PreferenceTrainer(Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean per-example loss of the batch; stores the batch's metrics for :meth:`log`."""
         inputs = self._with_reference(model, inputs)
-        logps = pair_logps(model, inputs, chunk_size=_setting(self.args, "logps_chunk_size"))
+        logps = pair_logps(
+            model, inputs, chunk_size=_setting(self.args, "logps_chunk_size"),
+            log_sum_sq=getattr(self.loss, "needs_log_sum_sq", False),
+        )
         output = self.loss(logps)
         loss = output.loss.mean()
         self._store_metrics(logps, output, "train" if model.training else "eval")
@@ -237,24 +241,19 @@ class PreferenceTrainer(Trainer):
         return loss
 
     def _store_metrics(self, logps: PairLogps, output: LossOutput, mode: str) -> None:
-        """Gather this step's per-pair metrics (and the loss's scalar metrics) from all processes; store the means."""
-        chosen, rejected = output.chosen_rewards.detach(), output.rejected_rewards.detach()
-        columns = {
-            "rewards/chosen": chosen,
-            "rewards/rejected": rejected,
-            "rewards/margins": chosen - rejected,
-            "rewards/accuracies": (chosen > rejected).float(),
-            "logps/chosen": (logps.chosen * logps.chosen_mask).sum(1).detach(),
-            "logps/rejected": (logps.rejected * logps.rejected_mask).sum(1).detach(),
-            "length/chosen": logps.chosen_mask.sum(1).float(),
-            "length/rejected": logps.rejected_mask.sum(1).float(),
-        }
-        table = torch.stack([v.float() for v in columns.values()], dim=1)
-        means = self.accelerator.gather_for_metrics(table).mean(0).tolist()
-        if output.metrics:
-            scalars = torch.tensor([float(v) for v in output.metrics.values()], device=chosen.device)
-            means += self.accelerator.gather(scalars[None]).reshape(-1, len(scalars)).mean(0).tolist()
-        for name, value in zip([*columns, *output.metrics], means):
+        """Store this step's loss metrics, averaged over all processes' pairs.
+
+        The metrics are the loss's own (:func:`prefopt.losses.common.finish` computes the standard
+        ones once, from the quantities the loss compares); nothing is recomputed here. Each
+        process's batch means are weighted by its number of pairs, so an uneven last batch
+        averages exactly.
+        """
+        if not output.metrics:
+            return
+        pairs = float(logps.chosen.shape[0])
+        row = torch.tensor([pairs, *(pairs * float(v) for v in output.metrics.values())], device=logps.chosen.device)
+        totals = self.accelerator.gather(row[None]).reshape(-1, len(row)).sum(0)
+        for name, value in zip(output.metrics, (totals[1:] / totals[0]).tolist()):
             self._metrics[mode][name].append(value)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:

@@ -35,4 +35,6 @@ def random_batch(seed: int, batch: int = 6, chosen_width: int = 9, rejected_widt
         ref_rejected=logps(rejected_mask),
         chosen_token_rewards=token_reward(chosen_mask),
         rejected_token_rewards=token_reward(rejected_mask),
+        chosen_log_sum_sq=logps(chosen_mask),
+        rejected_log_sum_sq=logps(rejected_mask),
     )

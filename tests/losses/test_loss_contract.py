@@ -10,8 +10,22 @@ from loss_batches import random_batch
 from prefopt.losses import LossOutput, PairLogps, available_losses, base, get_loss, register_loss
 from prefopt.losses.aggregate import aggregate
 
-BUILT_IN = ["dpo", "ipo", "ld_dpo", "nca", "r_dpo", "robust", "simpo", "treg", "treg_simpo"]
-REFERENCE_FREE = {"simpo", "treg_simpo"}
+BUILT_IN = [
+    "alphapo", "aot", "aot_unpaired", "apo_down", "apo_zero", "bco_pair", "cpo", "discopop", "dpo",
+    "exo_pair", "hinge", "ipo", "ld_dpo", "mix", "nca", "orpo", "r_dpo", "robust", "sft",
+    "sigmoid_norm", "simpo", "sppo_hard", "treg", "treg_simpo", "wpo",
+]  # fmt: skip
+REFERENCE_FREE = {"alphapo", "cpo", "orpo", "sft", "simpo", "treg_simpo"}
+# Losses that sort over the batch: their per-position losses belong to no pair, so no weights.
+BATCH_COUPLED = {"aot", "aot_unpaired"}
+MPO_TERMS = [{"name": "dpo", "weight": 0.8}, {"name": "bco_pair", "weight": 0.2}, {"name": "sft", "weight": 1.0}]
+# The hyperparameters a loss needs to be called at all (everything else has a default).
+REQUIRED = {"mix": {"terms": MPO_TERMS}, "wpo": {"base": {"name": "dpo"}}}
+F_DIVERGENCE_LOSSES = {"dpo", "robust", "ipo", "sigmoid_norm", "hinge", "exo_pair", "discopop"}
+
+
+def bound(name: str, **hparams):
+    return get_loss(name, **{**REQUIRED.get(name, {}), **hparams})
 METRICS = {
     "rewards/chosen",
     "rewards/rejected",
@@ -30,18 +44,18 @@ def without(batch: PairLogps, *names: str) -> PairLogps:
 
 
 def test_every_built_in_loss_is_registered_with_its_reference_flag():
-    assert set(BUILT_IN) <= set(available_losses())
+    assert set(BUILT_IN) == set(available_losses())
     for name in BUILT_IN:
-        assert get_loss(name).requires_reference is (name not in REFERENCE_FREE), name
+        assert bound(name).requires_reference is (name not in REFERENCE_FREE), name
 
 
-@pytest.mark.parametrize("name", BUILT_IN)
+@pytest.mark.parametrize("name", sorted(set(BUILT_IN) - BATCH_COUPLED))
 def test_weights_scale_each_pair_loss(name):
     """loss(weights) == weights * loss(no weights), per pair, including the T-REG penalty."""
     batch = random_batch(3)
     weights = torch.tensor([0.0, 0.5, 1.0, 2.0, 1.5, 3.0], dtype=torch.float64)
-    plain = get_loss(name)(batch)
-    weighted = get_loss(name)(PairLogps(**{**vars(batch), "weights": weights}))
+    plain = bound(name)(batch)
+    weighted = bound(name)(PairLogps(**{**vars(batch), "weights": weights}))
     torch.testing.assert_close(weighted.loss, plain.loss * weights)
     torch.testing.assert_close(weighted.chosen_rewards, plain.chosen_rewards)
 
@@ -49,7 +63,7 @@ def test_weights_scale_each_pair_loss(name):
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_outputs_shapes_detached_rewards_and_metrics(name):
     batch = random_batch(4)
-    out = get_loss(name)(batch)
+    out = bound(name)(batch)
     assert isinstance(out, LossOutput)
     assert out.loss.shape == out.chosen_rewards.shape == out.rejected_rewards.shape == (6,)
     assert (
@@ -68,14 +82,14 @@ def test_outputs_shapes_detached_rewards_and_metrics(name):
 def test_reference_losses_reject_missing_reference(name):
     batch = without(random_batch(0), "ref_chosen", "ref_rejected")
     with pytest.raises(ValueError, match="ref_chosen/ref_rejected"):
-        get_loss(name)(batch)
+        bound(name)(batch)
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_FREE))
 def test_reference_free_losses_ignore_the_reference(name):
     batch = random_batch(0)
-    with_ref = get_loss(name)(batch).loss
-    torch.testing.assert_close(get_loss(name)(without(batch, "ref_chosen", "ref_rejected")).loss, with_ref)
+    with_ref = bound(name)(batch).loss
+    torch.testing.assert_close(bound(name)(without(batch, "ref_chosen", "ref_rejected")).loss, with_ref)
 
 
 @pytest.mark.parametrize("name", ["treg", "treg_simpo"])
@@ -85,10 +99,74 @@ def test_treg_names_the_missing_token_rewards(name, missing):
         get_loss(name)(without(random_batch(0), missing))
 
 
-@pytest.mark.parametrize("name", BUILT_IN)
+@pytest.mark.parametrize("name", sorted(set(BUILT_IN) - {"mix", "wpo"}))
 def test_unknown_hyperparameter_is_rejected_eagerly(name):
     with pytest.raises(TypeError, match=r"unknown hyperparameter\(s\) \['betta'\]"):
         get_loss(name, betta=0.1)
+
+
+@pytest.mark.parametrize("name", sorted(set(BUILT_IN) - F_DIVERGENCE_LOSSES - {"mix", "wpo"}))
+def test_f_divergence_is_rejected_where_trl_does_not_allow_it(name):
+    """TRL: the f-DPO reparameterization's beta log Z(x) cancels only in a chosen-minus-rejected margin."""
+    with pytest.raises(TypeError, match=r"unknown hyperparameter\(s\) \['f_divergence'\]") as err:
+        get_loss(name, f_divergence="js_divergence")
+    assert "apply only to losses on the chosen-minus-rejected margin: " + ", ".join(sorted(F_DIVERGENCE_LOSSES)) in str(err.value)
+
+
+@pytest.mark.parametrize("name", sorted(F_DIVERGENCE_LOSSES))
+@pytest.mark.parametrize("divergence", ["forward_kl", "js_divergence", "alpha_divergence"])
+def test_f_divergence_changes_the_loss(name, divergence):
+    batch = random_batch(6)
+    plain = get_loss(name)(batch).loss
+    assert not torch.allclose(get_loss(name, f_divergence=divergence)(batch).loss, plain)
+    # alpha -> 1 is reverse KL exactly
+    torch.testing.assert_close(get_loss(name, f_divergence="alpha_divergence", f_alpha=1.0)(batch).loss, plain)
+
+
+@pytest.mark.parametrize("name", sorted(BATCH_COUPLED))
+def test_batch_coupled_losses_reject_weights(name):
+    batch = PairLogps(**{**vars(random_batch(0)), "weights": torch.ones(6, dtype=torch.float64)})
+    with pytest.raises(ValueError, match="sorts over the batch.*weights"):
+        get_loss(name)(batch)
+
+
+def test_mix_is_the_weighted_sum_and_reports_the_first_terms_rewards():
+    batch = random_batch(7)
+    out = get_loss("mix", terms=MPO_TERMS)(batch)
+    parts = {t["name"]: get_loss(t["name"])(batch) for t in MPO_TERMS}
+    expected = 0.8 * parts["dpo"].loss + 0.2 * parts["bco_pair"].loss + 1.0 * parts["sft"].loss
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.chosen_rewards, parts["dpo"].chosen_rewards)
+    assert out.metrics["rewards/margins"] == parts["dpo"].metrics["rewards/margins"]
+    assert out.metrics["logps/chosen"] == parts["dpo"].metrics["logps/chosen"]
+    for name, part in parts.items():
+        assert out.metrics[f"loss/{name}"] == pytest.approx(part.loss.mean().item())
+    ref_free = get_loss("mix", terms=[{"name": "simpo"}, {"name": "sft", "weight": 0.5}])
+    assert not ref_free.requires_reference
+    ref_free(without(batch, "ref_chosen", "ref_rejected"))
+    treg = get_loss("mix", terms=[{"name": "treg", "alpha": 0.5}, {"name": "sft"}])(batch)
+    assert "treg/weight" in treg.metrics, "a term's extra metrics are kept"
+
+
+@pytest.mark.parametrize(
+    ("terms", "message"),
+    [
+        ([], "non-empty list"),
+        ("dpo", "non-empty list"),
+        ([{"weight": 1.0}], r"terms\[0\] must be a mapping \{name: <loss>"),
+        ([{"name": "dpo"}, {"name": "nope"}], r"terms\[1\]: unknown loss 'nope'"),
+        ([{"name": "dpo", "betta": 0.1}], r"terms\[0\]: loss 'dpo' got unknown hyperparameter"),
+        ([{"name": "dpo", "weight": 0}], r"terms\[0\].weight must be a finite number > 0"),
+        ([{"name": "dpo", "weight": "high"}], r"terms\[0\].weight"),
+        ([{"name": "dpo"}, {"name": "dpo"}], r"terms\[1\] repeats 'dpo'"),
+        ([{"name": "mix", "terms": []}], r"terms\[0\] is itself a mix"),
+        ([{"name": "dpo", "beta": -1.0}], "beta must be > 0"),
+        ([{"name": "wpo", "base": {"name": "dpo"}}], r"terms\[0\] is wpo; weight the whole mix"),
+    ],
+)
+def test_mix_rejects_bad_terms(terms, message):
+    with pytest.raises(ValueError, match=message):
+        get_loss("mix", terms=terms)(random_batch(0))
 
 
 @pytest.mark.parametrize(
@@ -104,6 +182,21 @@ def test_unknown_hyperparameter_is_rejected_eagerly(name):
         ("simpo", {"sft_weight": -1.0}, "sft_weight must be >= 0"),
         ("treg", {"reg_reduction": "max"}, "reg_reduction must be 'sum' or 'mean'"),
         ("treg_simpo", {"alpha": -0.5}, "alpha must be >= 0"),
+        ("hinge", {"beta": 0.0}, "beta must be > 0"),
+        ("exo_pair", {"label_smoothing": 0.0}, r"label_smoothing .* \(0, 0.5\)"),
+        ("discopop", {"discopop_tau": 0.0}, "discopop_tau must be > 0"),
+        ("dpo", {"f_divergence": "kl"}, "f_divergence must be one of reverse_kl"),
+        ("ipo", {"f_divergence": "alpha_divergence", "f_alpha": 0.0}, "f_alpha must be > 0"),
+        ("bco_pair", {"beta": -0.1}, "beta must be > 0"),
+        ("sppo_hard", {"beta": 0.0}, "beta must be > 0"),
+        ("apo_zero", {"beta": 0.0}, "beta must be > 0"),
+        ("apo_down", {"beta": 0.0}, "beta must be > 0"),
+        ("aot", {"label_smoothing": 0.5}, r"label_smoothing .* \[0, 0.5\)"),
+        ("aot_unpaired", {"beta": 0.0}, "beta must be > 0"),
+        ("sigmoid_norm", {"beta": 0.0}, "beta must be > 0"),
+        ("cpo", {"bc_weight": -1.0}, "bc_weight must be >= 0"),
+        ("alphapo", {"label_smoothing": 0.7}, r"label_smoothing .* \[0, 0.5\)"),
+        ("orpo", {"beta": 0.0}, "beta must be > 0"),
     ],
 )
 def test_invalid_hyperparameter_values_fail_loudly(name, hparams, message):
@@ -198,3 +291,41 @@ def test_user_registered_loss(scratch_registry):
         loss_fn(without(batch, "ref_chosen", "ref_rejected"))
     with pytest.raises(ValueError, match="already registered"):
         register_loss("dpo", requires_reference=True)(margin_hinge)
+
+
+def test_wpo_weights_the_base_loss_and_composes_with_data_weights():
+    """wpo(base) = w(y_w) w(y_l) * base, with the weight detached; a data weight multiplies on top."""
+    batch = random_batch(8)
+    per_token = lambda x, s, m: ((x.detach() - s) * m).sum(-1) / m.sum(-1)
+    w = torch.exp(per_token(batch.chosen, batch.chosen_log_sum_sq, batch.chosen_mask)
+                  + per_token(batch.rejected, batch.rejected_log_sum_sq, batch.rejected_mask))
+    for base in ({"name": "dpo", "beta": 0.2}, {"name": "simpo"}, {"name": "mix", "terms": MPO_TERMS}):
+        out = get_loss("wpo", base=base)(batch)
+        plain = get_loss(**base)(batch)
+        torch.testing.assert_close(out.loss, w * plain.loss)
+        assert out.metrics["wpo/weight"] == pytest.approx(w.mean().item())
+        assert out.metrics["rewards/margins"] == plain.metrics["rewards/margins"]
+    data_weights = torch.linspace(0.5, 2.0, 6, dtype=torch.float64)
+    weighted = PairLogps(**{**vars(batch), "weights": data_weights})
+    torch.testing.assert_close(
+        get_loss("wpo", base={"name": "dpo"})(weighted).loss, data_weights * w * get_loss("dpo")(batch).loss
+    )
+    assert not get_loss("wpo", base={"name": "simpo"}).requires_reference
+    assert get_loss("wpo", base={"name": "dpo"}).needs_log_sum_sq and not get_loss("dpo").needs_log_sum_sq
+
+
+@pytest.mark.parametrize(
+    ("base", "batch_fields", "message"),
+    [
+        ({"name": "aot"}, {}, "sorts over the batch.*weights"),  # TRL rejects WPO on AOT too
+        ({"name": "dpo"}, {"chosen_log_sum_sq": None}, r"needs PairLogps.chosen_log_sum_sq: .*log_sum_sq=True"),
+        ({"name": "nope"}, {}, "base: unknown loss 'nope'"),
+        ({"name": "wpo", "base": {"name": "dpo"}}, {}, "base is itself wpo"),
+        ("dpo", {}, "base must be a mapping"),
+        ({"name": "dpo", "beta": 0.0}, {}, "beta must be > 0"),
+    ],
+)
+def test_wpo_rejects_what_it_cannot_weight(base, batch_fields, message):
+    batch = PairLogps(**{**vars(random_batch(0)), **batch_fields})
+    with pytest.raises(ValueError, match=message):
+        get_loss("wpo", base=base)(batch)

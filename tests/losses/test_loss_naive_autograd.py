@@ -31,6 +31,8 @@ def naive_pairs(b: PairLogps):
             "ref_l": real(b.ref_rejected, b.rejected_mask, i),
             "rw": real(b.chosen_token_rewards, b.chosen_mask, i),
             "rl": real(b.rejected_token_rewards, b.rejected_mask, i),
+            "sw": real(b.chosen_log_sum_sq, b.chosen_mask, i),
+            "sl": real(b.rejected_log_sum_sq, b.rejected_mask, i),
         }
 
 
@@ -102,6 +104,121 @@ def naive_treg_simpo(p, alpha=0.25, beta=2.0, gamma_beta_ratio=0.5, sft_weight=0
     )
 
 
+def rho(p, side):
+    return p[side].sum() - p[f"ref_{side}"].sum()
+
+
+def naive_f(r, divergence="reverse_kl", f_alpha=0.5):
+    """f'(exp(r)) written from the f-DPO table directly (u = exp(r))."""
+    u = torch.exp(r)
+    if divergence == "forward_kl":
+        return 1 - 1 / u
+    if divergence == "js_divergence":
+        return torch.log(2 * u / (1 + u))
+    if divergence == "alpha_divergence":
+        return (u ** (f_alpha - 1) - 1) / (f_alpha - 1)
+    return r
+
+
+def f_margin(p, f_divergence="reverse_kl", f_alpha=0.5):
+    return naive_f(rho(p, "w"), f_divergence, f_alpha) - naive_f(rho(p, "l"), f_divergence, f_alpha)
+
+
+def naive_dpo_f(p, beta=0.1, f_divergence="reverse_kl", f_alpha=0.5):
+    return -F.logsigmoid(beta * f_margin(p, f_divergence, f_alpha))
+
+
+def naive_sigmoid_norm(p, beta=0.1, f_divergence="reverse_kl", f_alpha=0.5):
+    delta = naive_f(rho(p, "w"), f_divergence, f_alpha) / len(p["w"]) - naive_f(
+        rho(p, "l"), f_divergence, f_alpha
+    ) / len(p["l"])
+    return -F.logsigmoid(beta * delta)
+
+
+def naive_hinge(p, beta=0.1, f_divergence="reverse_kl", f_alpha=0.5):
+    return torch.clamp(1 - beta * f_margin(p, f_divergence, f_alpha), min=0)
+
+
+def naive_exo_pair(p, beta=0.1, label_smoothing=1e-3, f_divergence="reverse_kl", f_alpha=0.5):
+    """KL(q || p_data) over the two responses, q = softmax(beta * [f_w, f_l])."""
+    q = torch.softmax(beta * torch.stack([naive_f(rho(p, "w"), f_divergence, f_alpha), naive_f(rho(p, "l"), f_divergence, f_alpha)]), 0)
+    target = torch.tensor([1 - label_smoothing, label_smoothing], dtype=q.dtype)
+    return (q * (q.log() - target.log())).sum()
+
+
+def naive_discopop(p, beta=0.1, discopop_tau=0.05, f_divergence="reverse_kl", f_alpha=0.5):
+    z = beta * f_margin(p, f_divergence, f_alpha)
+    m = torch.sigmoid(z / discopop_tau)
+    return -(1 - m) * F.logsigmoid(z) + m * torch.exp(-z)
+
+
+def naive_bco_pair(p, beta=0.1):
+    return -F.logsigmoid(beta * rho(p, "w")) - F.logsigmoid(-beta * rho(p, "l"))
+
+
+def naive_sppo_hard(p, beta=0.1):
+    return (rho(p, "w") - 1 / (2 * beta)) ** 2 + (rho(p, "l") + 1 / (2 * beta)) ** 2
+
+
+def naive_apo_zero(p, beta=0.1):
+    return 1 - torch.sigmoid(beta * rho(p, "w")) + torch.sigmoid(beta * rho(p, "l"))
+
+
+def naive_apo_down(p, beta=0.1):
+    return torch.sigmoid(beta * rho(p, "w")) + 1 - torch.sigmoid(beta * (rho(p, "w") - rho(p, "l")))
+
+
+def naive_aot(pairs, beta=0.1, label_smoothing=0.0):
+    """Batch-level: the i-th smallest policy margin against the i-th smallest reference margin."""
+    policy = sorted((p["w"].sum() - p["l"].sum() for p in pairs), key=lambda t: t.detach().item())
+    reference = sorted((p["ref_w"].sum() - p["ref_l"].sum() for p in pairs), key=lambda t: t.detach().item())
+    return torch.stack([smoothed(beta * (a - b), label_smoothing) for a, b in zip(policy, reference)])
+
+
+def naive_aot_unpaired(pairs, beta=0.1, label_smoothing=0.0):
+    chosen = sorted((rho(p, "w") for p in pairs), key=lambda t: t.detach().item())
+    rejected = sorted((rho(p, "l") for p in pairs), key=lambda t: t.detach().item())
+    return torch.stack([smoothed(beta * (a - b), label_smoothing) for a, b in zip(chosen, rejected)])
+
+
+naive_aot.batched = naive_aot_unpaired.batched = True
+
+
+def naive_sft(p):
+    return -p["w"].mean()
+
+
+def naive_cpo(p, beta=0.1, bc_weight=1.0, label_smoothing=0.0):
+    return smoothed(beta * (p["w"].sum() - p["l"].sum()), label_smoothing) - bc_weight * p["w"].mean()
+
+
+def naive_alphapo(p, beta=2.0, gamma_beta_ratio=0.5, alpha=0.25, label_smoothing=0.0):
+    def reward(x):
+        prob = torch.exp(x.mean())
+        return x.mean() if alpha == 0 else (1 - prob ** (-alpha)) / alpha
+
+    return smoothed(beta * (reward(p["w"]) - reward(p["l"]) - gamma_beta_ratio), label_smoothing)
+
+
+def naive_orpo(p, beta=0.1):
+    prob_w, prob_l = torch.exp(p["w"].mean()), torch.exp(p["l"].mean())
+    log_odds = torch.log(prob_w / (1 - prob_w)) - torch.log(prob_l / (1 - prob_l))
+    return -p["w"].mean() - beta * F.logsigmoid(log_odds)
+
+
+def naive_mpo(p, terms):
+    return 0.8 * naive_dpo(p) + 0.2 * naive_bco_pair(p) + 1.0 * naive_sft(p)
+
+
+MPO = [{"name": "dpo", "weight": 0.8}, {"name": "bco_pair", "weight": 0.2}, {"name": "sft"}]
+
+
+def naive_wpo(p, base):
+    """Eq. 2: w = exp(mean_t(log p_t - log sum p^2)) per response, product over the pair, detached."""
+    weight = torch.exp((p["w"] - p["sw"]).mean() + (p["l"] - p["sl"]).mean()).detach()
+    inner = {"dpo": naive_dpo, "simpo": naive_simpo, "mix": lambda q: naive_mpo(q, MPO)}[base["name"]]
+    return weight * inner(p)
+
 CASES = [
     ("dpo", {}, naive_dpo),
     ("dpo", {"beta": 0.3, "label_smoothing": 0.2}, naive_dpo),
@@ -118,6 +235,36 @@ CASES = [
     ("treg", {"alpha": 0.5, "beta": 0.2, "label_smoothing": 0.1, "reg_reduction": "mean"}, naive_treg),
     ("treg_simpo", {}, naive_treg_simpo),
     ("treg_simpo", {"sft_weight": 0.5, "reg_reduction": "mean"}, naive_treg_simpo),
+    ("dpo", {"beta": 0.3, "f_divergence": "forward_kl"}, naive_dpo_f),
+    ("dpo", {"f_divergence": "js_divergence"}, naive_dpo_f),
+    ("dpo", {"f_divergence": "alpha_divergence", "f_alpha": 0.3}, naive_dpo_f),
+    ("sigmoid_norm", {}, naive_sigmoid_norm),
+    ("sigmoid_norm", {"beta": 2.0, "f_divergence": "js_divergence"}, naive_sigmoid_norm),
+    ("hinge", {}, naive_hinge),
+    ("hinge", {"beta": 0.5, "f_divergence": "forward_kl"}, naive_hinge),
+    ("exo_pair", {}, naive_exo_pair),
+    ("exo_pair", {"beta": 0.3, "label_smoothing": 0.1, "f_divergence": "alpha_divergence"}, naive_exo_pair),
+    ("discopop", {}, naive_discopop),
+    ("discopop", {"beta": 0.05, "discopop_tau": 0.5, "f_divergence": "js_divergence"}, naive_discopop),
+    ("bco_pair", {"beta": 0.2}, naive_bco_pair),
+    ("sppo_hard", {}, naive_sppo_hard),
+    ("apo_zero", {"beta": 0.3}, naive_apo_zero),
+    ("apo_down", {"beta": 0.3}, naive_apo_down),
+    ("aot", {}, naive_aot),
+    ("aot", {"beta": 0.4, "label_smoothing": 0.1}, naive_aot),
+    ("aot_unpaired", {"beta": 0.4, "label_smoothing": 0.1}, naive_aot_unpaired),
+    ("sft", {}, naive_sft),
+    ("cpo", {}, naive_cpo),
+    ("cpo", {"beta": 0.5, "bc_weight": 0.0, "label_smoothing": 0.1}, naive_cpo),
+    ("alphapo", {}, naive_alphapo),
+    ("alphapo", {"alpha": -0.5, "beta": 2.5, "label_smoothing": 0.1}, naive_alphapo),
+    ("alphapo", {"alpha": 0.0}, naive_alphapo),
+    ("orpo", {}, naive_orpo),
+    ("orpo", {"beta": 0.5}, naive_orpo),
+    ("mix", {"terms": MPO}, naive_mpo),
+    ("wpo", {"base": {"name": "dpo"}}, naive_wpo),
+    ("wpo", {"base": {"name": "simpo"}}, naive_wpo),
+    ("wpo", {"base": {"name": "mix", "terms": MPO}}, naive_wpo),
 ]
 
 
@@ -129,10 +276,13 @@ def test_loss_and_gradients_match_naive(seed, name, hparams, naive):
     """Per-pair loss and d(sum loss)/d(policy token log-probs) match the naive loop to 1e-10."""
     batch = random_batch(seed)
     ours = get_loss(name, **hparams)(batch).loss
-    ours_grads = torch.autograd.grad(ours.sum(), (batch.chosen, batch.rejected))
+    ours_grads = torch.autograd.grad(ours.sum(), (batch.chosen, batch.rejected), materialize_grads=True)
 
-    expected = torch.stack([naive(p, **hparams) for p in naive_pairs(batch)])
-    expected_grads = torch.autograd.grad(expected.sum(), (batch.chosen, batch.rejected))
+    if getattr(naive, "batched", False):
+        expected = naive(list(naive_pairs(batch)), **hparams)
+    else:
+        expected = torch.stack([naive(p, **hparams) for p in naive_pairs(batch)])
+    expected_grads = torch.autograd.grad(expected.sum(), (batch.chosen, batch.rejected), materialize_grads=True)
 
     assert ours.shape == (batch.chosen.shape[0],)
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-10)

@@ -203,3 +203,126 @@ def test_nca_vector():
     assert get_loss("nca", beta=0.3)(batch).loss.item() == pytest.approx(1.200277, abs=1e-6)
     assert get_loss("dpo", beta=0.3)(batch).loss.item() == pytest.approx(0.341154, abs=1e-6)
     assert math.isclose(get_loss("nca")(batch).loss.item(), 1.200277, abs_tol=1e-6), "beta defaults to 0.3"
+
+
+# --- The rest of TRL's losses (not in the SPEC): hand vectors on the same pairs -------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "hparams", "expected"),
+    [
+        # SLiC hinge: max(0, 1 - beta h) = 1 - 0.2 = 0.8
+        ("hinge", {"beta": 0.1}, 0.8),
+        # per-token log-ratios: 1/10 - (-1)/8 = 0.225; softplus(-0.1 * 0.225) = 0.681960
+        ("sigmoid_norm", {"beta": 0.1}, 0.681960),
+        # EXO, z = 0.2: sig(z) = 0.549834, log sig(z) = -0.598139, log sig(-z) = -0.798139;
+        # 0.549834 * (-0.598139 - log 0.999) + 0.450166 * (-0.798139 - log 0.001) = 2.422015
+        ("exo_pair", {"beta": 0.1, "label_smoothing": 1e-3}, 2.422015),
+        # DiscoPOP, z = 0.2, m = sig(0.2 / 0.05) = sig(4) = 0.982014:
+        # (1 - m) * softplus(-0.2) + m * exp(-0.2) = 0.017986 * 0.598139 + 0.982014 * 0.818731 = 0.814763
+        ("discopop", {"beta": 0.1, "discopop_tau": 0.05}, 0.814763),
+        # BCO: r_w = 0.1, r_l = -0.1; softplus(-0.1) + softplus(-0.1) = 2 * 0.644397 = 1.288793
+        ("bco_pair", {"beta": 0.1}, 1.288793),
+        # SPPO hard: (1 - 5)^2 + (-1 + 5)^2 = 32
+        ("sppo_hard", {"beta": 0.1}, 32.0),
+        # APO-zero: (1 - sig(0.1)) + sig(-0.1) = 2 * 0.475021 = 0.950042
+        ("apo_zero", {"beta": 0.1}, 0.950042),
+        # APO-down: sig(0.1) + 1 - sig(0.1 - (-0.1)) = 0.524979 + 1 - 0.549834 = 0.975145
+        ("apo_down", {"beta": 0.1}, 0.975145),
+        # forward KL: f' = 1 - e^-rho: 0.632121 - (-1.718282) = 2.350402; softplus(-0.2350402) = 0.582517
+        ("dpo", {"beta": 0.1, "f_divergence": "forward_kl"}, 0.582517),
+        # JS: log 2 + log sig(rho); log sig(1) - log sig(-1) = 1 exactly, so softplus(-0.1) = 0.644397
+        ("dpo", {"beta": 0.1, "f_divergence": "js_divergence"}, 0.644397),
+        # alpha = 0.5: (e^{-0.5 rho} - 1) / (-0.5) = 2 (1 - e^{-0.5 rho}): 0.786939 - (-1.297443) = 2.084381;
+        # softplus(-0.2084381) = 0.594349
+        ("dpo", {"beta": 0.1, "f_divergence": "alpha_divergence", "f_alpha": 0.5}, 0.594349),
+        # the divergence applies to the summed rho, before IPO's length normalization (as TRL):
+        # f'(1)/10 - f'(-1)/8 with JS f' = log 2 + log sig: (log 2 - 0.313262)/10 - (log 2 - 1.313262)/8
+        # = 0.037989 - (-0.077514) = 0.115503; (0.115503 - 5)^2 = 23.858312
+        ("ipo", {"beta": 0.1, "f_divergence": "js_divergence"}, 23.858312),
+    ],
+)
+def test_trl_margin_and_absolute_losses_vectors(name, hparams, expected):
+    """SPEC §1's pair: rho_w = +1, rho_l = -1, h = 2, |y_w| = 10, |y_l| = 8."""
+    assert get_loss(name, **hparams)(dpo_vector_pair()).loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_hinge_gradient_is_constant_then_zero():
+    """Inside the margin dL/dh = -beta: each chosen token gets -0.1; once beta h > 1, zero."""
+    batch = dpo_vector_pair()
+    get_loss("hinge", beta=0.1)(batch).loss.sum().backward()
+    assert torch.allclose(batch.chosen.grad, torch.full_like(batch.chosen, -0.1))
+    separated = dpo_vector_pair()
+    get_loss("hinge", beta=1.0)(separated).loss.sum().backward()  # 1 - 2 < 0
+    assert not separated.chosen.grad.any()
+
+
+def aot_batch() -> PairLogps:
+    """Two one-token pairs. Pair 1: policy margin -1 - (-3) = 2, reference margin -2 - (-2) = 0.
+    Pair 2: policy margin -2 - (-1) = -1, reference margin -1 - (-4) = 3."""
+    chosen, rejected = torch.tensor([[-1.0], [-2.0]], dtype=torch.float64), torch.tensor([[-3.0], [-1.0]], dtype=torch.float64)
+    ref_chosen, ref_rejected = torch.tensor([[-2.0], [-1.0]], dtype=torch.float64), torch.tensor([[-2.0], [-4.0]], dtype=torch.float64)
+    return pair(chosen, rejected, ref_chosen, ref_rejected)
+
+
+def test_aot_vectors_match_sorted_quantiles_not_pairs():
+    """AOT, beta = 1. Paired: sorted policy margins [-1, 2] minus sorted reference margins [0, 3]
+    gives [-1, -1], so both positions lose softplus(1) = 1.313262 (DPO pairs them as 2 - 0 and
+    -1 - 3: softplus(-2) = 0.126928 and softplus(4) = 4.018150).
+    Unpaired: rho_w = [1, -1], rho_l = [-1, 3]; sorted [-1, 1] - [-1, 3] = [0, -2]:
+    log 2 = 0.693147 and softplus(2) = 2.126928.
+    """
+    batch = aot_batch()
+    assert get_loss("aot", beta=1.0)(batch).loss.tolist() == pytest.approx([1.313262, 1.313262], abs=1e-6)
+    assert get_loss("dpo", beta=1.0)(batch).loss.tolist() == pytest.approx([0.126928, 4.018150], abs=1e-6)
+    assert get_loss("aot_unpaired", beta=1.0)(batch).loss.tolist() == pytest.approx([0.693147, 2.126928], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "hparams", "expected"),
+    [
+        # SFT: -a(y_w) = 1.2
+        ("sft", {}, 1.2),
+        # CPO: z = 0.1 * (-12 - (-20)) = 0.8; softplus(-0.8) + 1.0 * 1.2 = 0.371101 + 1.2 = 1.571101
+        ("cpo", {"beta": 0.1, "bc_weight": 1.0}, 1.571101),
+        ("cpo", {"beta": 0.1, "bc_weight": 0.0}, 0.371101),
+        # AlphaPO, alpha 0.25: r = 4 (1 - e^{-0.25 a}): r_w = 4 (1 - e^{0.3}) = -1.399435,
+        # r_l = 4 (1 - e^{0.625}) = -3.472984; z = 2.5 (2.073549 - 0.55) = 3.808871; softplus(-z) = 0.021931
+        ("alphapo", {"beta": 2.5, "gamma_beta_ratio": 0.55, "alpha": 0.25}, 0.021931),
+        # alpha = 0 is SimPO's SPEC §3 vector
+        ("alphapo", {"beta": 2.5, "gamma_beta_ratio": 0.55, "alpha": 0.0}, 0.142675),
+        # ORPO: P_w = e^-1.2 = 0.301194, P_l = e^-2.5 = 0.082085; log odds -0.841618 and -2.414350,
+        # log OR = 1.572732, log sig(1.572732) = -0.188534; L = 1.2 - 0.1 * (-0.188534) = 1.218853
+        ("orpo", {"beta": 0.1}, 1.218853),
+    ],
+)
+def test_reference_free_vectors(name, hparams, expected):
+    """SPEC §3's pair: sums -12 over 10 tokens (a = -1.2) and -20 over 8 tokens (a = -2.5); no reference."""
+    assert get_loss(name, **hparams)(simpo_vector_pair()).loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_mix_vector_is_mpo():
+    """MPO on SPEC §1's pair: 0.8 * DPO 0.598139 + 0.2 * BCO 1.288793 + 1.0 * SFT 1.0 (a(y_w) = -1) = 1.736270."""
+    terms = [{"name": "dpo", "weight": 0.8}, {"name": "bco_pair", "weight": 0.2}, {"name": "sft"}]
+    assert get_loss("mix", terms=terms)(dpo_vector_pair()).loss.item() == pytest.approx(1.736270, abs=1e-6)
+
+
+def test_wpo_vector():
+    """WPO on SPEC §1's pair. log sum p^2 per token: chosen -1.2, rejected -1.25, so the per-token
+    excess is -1 - (-1.2) = 0.2 and -1.75 - (-1.25) = -0.5; weight e^{0.2} e^{-0.5} = e^{-0.3} = 0.740818.
+    L = 0.740818 * 0.598139 = 0.443112; the weight is a constant, so each chosen token's gradient is
+    0.740818 * (-0.045017) = -0.033349.
+    """
+    batch = pair(
+        tokens(*[-1.0] * 10),
+        tokens(*[-1.75] * 8),
+        ref_chosen=tokens(*[-1.1] * 10),
+        ref_rejected=tokens(*[-1.625] * 8),
+        chosen_log_sum_sq=tokens(*[-1.2] * 10),
+        rejected_log_sum_sq=tokens(*[-1.25] * 8),
+    )
+    out = get_loss("wpo", base={"name": "dpo", "beta": 0.1})(batch)
+    assert out.metrics["wpo/weight"] == pytest.approx(0.740818, abs=1e-6)
+    assert out.loss.item() == pytest.approx(0.443112, abs=1e-6)
+    out.loss.sum().backward()
+    assert torch.allclose(batch.chosen.grad, torch.full_like(batch.chosen, -0.033349), atol=1e-6)

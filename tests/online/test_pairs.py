@@ -54,18 +54,29 @@ def test_best_vs_worst_with_length_tie_breaks_and_provenance():
         "rejected_length": 90,
         "chosen_correct": True,
         "rejected_correct": False,
+        "chosen_finish_reason": "stop",
+        "rejected_finish_reason": "stop",
     }
     assert pairs[0].id == "r1-a-1-3" and pairs[0].weight is None and "weight" not in pairs[0].to_dict()
     assert (stats.groups, stats.pairs, stats.skipped_groups) == (1, 1, {})
 
 
-def test_tied_groups_make_no_pair_and_are_counted():
+def test_each_strategy_decides_what_ties_mean():
+    """Tied rewards: no preference for the reward-ranking strategies; correct_short_vs_incorrect ranks
+    by correctness and length, so an all-correct group with tied rewards still gives (short, long)."""
     scored = [rollout("tie", k, 1.0, 10 + k, True) for k in range(4)] + [rollout("one", 0, 1.0, 5, True)]
     scored += [rollout("ok", 0, 1.0, 5, True), rollout("ok", 1, 0.0, 5, False)]
-    for strategy in ("best_vs_worst", "correct_short_vs_incorrect", "margin_all"):
+    for strategy in ("best_vs_worst", "margin_all"):
         pairs, stats = build_pairs(scored, strategy)
         assert stats.skipped_groups == {"all_tied": 1, "single_rollout": 1}, strategy
         assert (stats.groups, stats.pairs, len(pairs)) == (3, 1, 1)
+    pairs, stats = build_pairs(scored, "correct_short_vs_incorrect")
+    assert stats.skipped_groups == {"no_incorrect": 1, "single_rollout": 1} and ids(pairs) == [(0, 1)]
+    for rejected in ("long_correct", "incorrect_or_long_correct"):
+        pairs, stats = build_pairs(scored, "correct_short_vs_incorrect", rejected=rejected)
+        tied = [p for p in pairs if p.meta["prompt_id"] == "tie"]
+        assert [(p.meta["chosen_length"], p.meta["rejected_length"]) for p in tied] == [(10, 13)], rejected
+        assert stats.skipped_groups.get("all_tied") is None
 
 
 def test_correct_short_vs_incorrect_and_vs_long_correct():
@@ -122,10 +133,36 @@ def test_drpo_weights_on_pairs():
 
 
 def test_bad_options_are_rejected():
-    with pytest.raises(ValueError, match="unknown strategy"):
+    with pytest.raises(ValueError, match="unknown strategy 'random'; registered: best_vs_worst"):
         build_pairs([], "random")
     with pytest.raises(ValueError, match="margin > 0"):
         build_pairs([], "margin_all", margin=0.0)
+    with pytest.raises(ValueError, match=r"'best_vs_worst' takes no option\(s\) \['rejected'\]"):
+        build_pairs([], "best_vs_worst", rejected="incorrect")  # an option the strategy ignores
+    with pytest.raises(ValueError, match=r"\['drpo_lambda'\] only apply with weighting='drpo'"):
+        build_pairs([], drpo_lambda=0.5)
+    with pytest.raises(ValueError, match="rejected must be"):
+        build_pairs([], "correct_short_vs_incorrect", rejected="short")
+    with pytest.raises(ValueError, match="max_pairs_per_prompt must be >= 1"):
+        build_pairs([], max_pairs_per_prompt=0)
+
+
+def test_a_registered_strategy_is_used_by_name():
+    from prefopt.online.pairs import available_pair_strategies, register_pair_strategy, strategy_options
+
+    @register_pair_strategy("first_vs_last_test")
+    def first_vs_last(group, *, flip: bool = False):
+        if not group:
+            return "empty"
+        return [(len(group) - 1, 0)] if flip else [(0, len(group) - 1)]
+
+    assert "first_vs_last_test" in available_pair_strategies()
+    assert strategy_options("first_vs_last_test") == ["flip"]
+    group = [rollout("a", k, 0.0, 5, True) for k in range(3)]  # all tied: this strategy does not care
+    assert ids(build_pairs(group, "first_vs_last_test")[0]) == [(0, 2)]
+    assert ids(build_pairs(group, "first_vs_last_test", flip=True)[0]) == [(2, 0)]
+    with pytest.raises(ValueError, match="already registered"):
+        register_pair_strategy("best_vs_worst")(first_vs_last)
 
 
 def test_groups_are_keyed_by_round_and_prompt():

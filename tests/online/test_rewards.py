@@ -316,3 +316,56 @@ def test_records_validate_and_name_the_problem():
         )
     state = RewardState(round=2, step=40, monitor_samples=8, coverage={"high": {4096: 0.25}})
     assert RewardState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
+
+
+def test_laser_d_ceil_rounding_matches_laser():
+    """LASER's ``round_method="ceil"``: C_d rounded up (⌈2n/3⌉, ⌈n/3⌉) and P·C_d compared unrounded, so an
+    exact count is not bumped and 0% coverage never qualifies; ``floor``: ⌊P·⌊2n/3⌋⌋."""
+    from prefopt.online.rewards.laser import bucket_capacity
+
+    assert [bucket_capacity(b, 8, "ceil") for b in ("high", "medium", "low")] == [6, 3, 1]
+    assert [bucket_capacity(b, 8, "floor") for b in ("high", "medium", "low")] == [5, 2, 1]
+    assert bucket_capacity("high", 6, "ceil") == 4  # 2·6/3 is already an integer
+    assert choose_target_length({10: 0.0, 20: 0.25}, 4, 99, 1, "ceil") == 20  # 0.25 · 4 = 1 exactly
+    assert choose_target_length({10: 0.0, 20: 0.25}, 4, 99, 2, "ceil") == 99  # 1 < 2: not bumped to 2
+    assert choose_target_length({10: 0.0}, 6, 99, 1, "ceil") == 99  # 0% coverage never qualifies
+    assert choose_target_length({10: 0.17}, 6, 99, 1, "ceil") == 10  # 1.02 ≥ 1 ...
+    assert choose_target_length({10: 0.17}, 5, 99, 1, "floor") == 99  # ... ⌊0.85⌋ = 0 < 1
+
+
+def test_laser_d_updates_its_monitor_after_scoring():
+    state = RewardState()
+    g = group([10, 20, 30], [True, True, True])
+    first = score("laser_d", [g], state, threshold_lower=10, threshold_upper=30, threshold_interval=10)[0]
+    assert first["target_length"] == [30.0] * 3  # scored before the update: no monitor yet
+    assert state.monitor_samples == 3 and state.coverage == {"high": {10: 1 / 3, 20: 2 / 3, 30: 1.0}}
+    frozen = RewardState()
+    score("laser_d", [g], frozen, update=False)
+    assert frozen.coverage == {}
+
+
+def test_batch_normalize_one_rollout_group_keeps_its_reward():
+    """verl-dler: a group of one has no baseline (mean 0), so its centred value is R, not 0."""
+    centred = [1.0, 0.5, -0.5]  # [[1]] and [[1, 0]] centred
+    mean = sum(centred) / 3
+    std = math.sqrt(sum((a - mean) ** 2 for a in centred) / 2 + 1e-8)
+    got = batch_normalize([[1.0], [1.0, 0.0]], weighting="sequence")
+    assert [x for g in got for x in g] == pytest.approx([(a - mean) / std for a in centred])
+
+
+def test_well_formed_respects_the_verifiers_no_answer():
+    """LASER: a finished response without an answer scores −1, a wrong answer −0.5."""
+    g = RolloutGroup("q", [10, 10], [False, False], ["stop", "stop"], statuses=["no_answer", "ok"])
+    assert score("laser", [g], base="laser")[0]["reward"] == [-1.0, -0.5]
+
+
+def test_format_length_hand_vector():
+    """L_max = 100, p = 0.5, w_f = 1 (the official length_reward_func_v3 and Format-Length score):
+    L = 25 → x = .25 → R = 1 − (1 − .5)² = .75 → 1.75; 50 → R = 1 → 2; 75 → R = 1 − 2(.25/.5)² = .5 → 1.5;
+    100 → R = −1 → 0. Unformatted: min(0, R): L = 50 → 0, L = 100 → −1. The verdict is not used."""
+    g = group([25, 50, 75, 100, 50, 100], [True, False, True, True, True, True], fmt=[1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
+    out = score("format_length", [g], max_length=100)[0]
+    assert out["reward"] == pytest.approx([1.75, 2.0, 1.5, 0.0, 0.0, -1.0])
+    assert score("format_length", [g], max_length=100, format_weight=0.5)[0]["reward"][0] == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="0 < peak < 1"):
+        score("format_length", [g], peak=1.0)

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from prefopt.online.answers import extract_answer, extract_gold, last_boxed
 from prefopt.online.verifier import (
     VerifierStartupError,
     available_verifiers,
-    extract_answer,
-    extract_gold,
     get_verifier,
-    last_boxed,
     register_verifier,
 )
 

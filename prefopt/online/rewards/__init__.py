@@ -1,7 +1,7 @@
 """Length rewards for groups of rollouts, registered by name: ``get_reward("laser", alpha=0.5)``.
 
 Importing this package registers the built-ins: ``correctness``, ``laser``, ``laser_d``,
-``laser_de``, ``hapo``, ``kimi``, ``dler``, ``da_dler``, ``grpo_lambda``, ``tlts``. See
+``laser_de``, ``hapo``, ``kimi``, ``dler``, ``da_dler``, ``grpo_lambda``, ``tlts``, ``format_length``. See
 ``docs/rewards.md`` for the equations and defaults.
 """
 
@@ -17,6 +17,7 @@ from prefopt.online.rewards.base import (
 )
 from prefopt.online.rewards.dler import batch_normalize
 from prefopt.online.rewards.drpo import drpo_weights
+from prefopt.online.rewards.format_length import format_length_term
 from prefopt.online.rewards.grpo_lambda import efficiency_groups
 from prefopt.online.rewards.hapo import hapo_length_term, update_history
 from prefopt.online.rewards.laser import (
@@ -41,6 +42,7 @@ __all__ = [
     "difficulty_bucket",
     "drpo_weights",
     "efficiency_groups",
+    "format_length_term",
     "get_reward",
     "group_rollouts",
     "hapo_length_term",

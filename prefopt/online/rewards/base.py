@@ -28,10 +28,12 @@ class RolloutGroup:
     - ``lengths``: completion tokens (EOS included when generated; see :mod:`prefopt.online.types`).
     - ``correct``: the verifier's verdicts (a timeout counts as ``False``).
     - ``finish_reasons``: ``"stop"`` or ``"length"`` (truncated).
-    - ``format_scores``: optional, in ``[0, 1]``; ``1.0`` = well-formed (final answer and required
-      delimiters present). ``None`` means "not measured": rewards then treat a response as
-      well-formed unless it was truncated.
+    - ``format_scores``: optional, in ``[0, 1]``; ``1.0`` = well-formed (finished, with the answer in
+      the required form; the rounds loop fills them with :func:`prefopt.online.answers.format_score`).
+      ``None`` means "not measured": a response then counts as well-formed when it was finished and
+      the verifier found an answer in it (``statuses``).
     - ``completion_ids``: optional token ids (LASER-DE's repetition detector needs them).
+    - ``statuses``: optional verifier statuses (``"no_answer"``, ``"truncated"``, ...).
     """
 
     prompt_id: str
@@ -40,6 +42,7 @@ class RolloutGroup:
     finish_reasons: list[str]
     format_scores: list[float] | None = None
     completion_ids: list[list[int]] | None = None
+    statuses: list[str] | None = None
 
     def __post_init__(self) -> None:
         sizes = {
@@ -51,6 +54,8 @@ class RolloutGroup:
             sizes["format_scores"] = len(self.format_scores)
         if self.completion_ids is not None:
             sizes["completion_ids"] = len(self.completion_ids)
+        if self.statuses is not None:
+            sizes["statuses"] = len(self.statuses)
         if len(set(sizes.values())) != 1 or not self.lengths:
             raise ValueError(
                 f"RolloutGroup {self.prompt_id!r}: fields must be non-empty and equally long, got {sizes}"
@@ -65,27 +70,37 @@ class RolloutGroup:
         return sum(self.correct) / len(self.correct)
 
     def well_formed(self, i: int) -> bool:
-        """``format_scores[i] >= 1`` when measured, else "not truncated"."""
+        """``format_scores[i] >= 1`` when measured, else "finished, and not ``no_answer``"."""
         if self.format_scores is not None:
             return self.format_scores[i] >= 1.0
-        return self.finish_reasons[i] == "stop"
+        no_answer = self.statuses is not None and self.statuses[i] == "no_answer"
+        return self.finish_reasons[i] == "stop" and not no_answer
+
+    def truncated(self, i: int) -> bool:
+        """Whether rollout ``i`` was cut at the generation limit."""
+        return self.finish_reasons[i] == "length"
 
 
 @dataclass(frozen=True)
 class _Entry:
     fn: Callable[..., object]
     batch: bool
+    per_problem_history: bool
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register_reward(name: str, *, batch: bool = False) -> Callable[[Callable], Callable]:
+def register_reward(
+    name: str, *, batch: bool = False, per_problem_history: bool = False
+) -> Callable[[Callable], Callable]:
     """Register a reward under ``name``.
 
     ``batch=False``: ``fn(group, state, **hparams) -> GroupScores``;
     ``batch=True``: ``fn(groups, state, **hparams) -> list[GroupScores]``. Hyperparameters must be
-    keyword-only so that :func:`get_reward` can check them eagerly.
+    keyword-only so that :func:`get_reward` can check them eagerly. ``per_problem_history=True``
+    marks a reward whose state is keyed by problem id (HAPO): it needs problems that recur across
+    rounds, which the rounds recipe checks at load.
     """
 
     def decorator(fn: Callable) -> Callable:
@@ -93,7 +108,7 @@ def register_reward(name: str, *, batch: bool = False) -> Callable[[Callable], C
             raise ValueError(
                 f"a reward named {name!r} is already registered ({_REGISTRY[name].fn.__module__})"
             )
-        _REGISTRY[name] = _Entry(fn, batch)
+        _REGISTRY[name] = _Entry(fn, batch, per_problem_history)
         return fn
 
     return decorator
@@ -109,6 +124,18 @@ class Reward:
 
     def __init__(self, name: str, entry: _Entry, hparams: dict) -> None:
         self.name, self.hparams, self._entry = name, hparams, entry
+
+    @property
+    def resolved_hparams(self) -> dict:
+        """Every hyperparameter with its value: the bound ones, and the defaults of the rest."""
+        params = inspect.signature(self._entry.fn).parameters
+        defaults = {n: p.default for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        return {**defaults, **self.hparams}
+
+    @property
+    def per_problem_history(self) -> bool:
+        """Whether the reward's state is per problem id (it needs problems that recur)."""
+        return self._entry.per_problem_history
 
     def score_batch(self, groups: Sequence[RolloutGroup], state: RewardState) -> list[GroupScores]:
         """Score every group of the batch (stateful rewards read and then update ``state``)."""
@@ -174,6 +201,7 @@ def score_rollouts(
             finish_reasons=[rollouts[i].finish_reason for i in idx],
             format_scores=None if format_scores is None else [float(format_scores[i]) for i in idx],
             completion_ids=[rollouts[i].completion_ids for i in idx],
+            statuses=[verifications[i].status for i in idx],
         )
         for idx in index_groups
     ]

@@ -58,12 +58,13 @@ def batch_normalize(
 ) -> list[list[float]]:
     """REINFORCE++-baseline advantages (DLER's batch-wise normalisation).
 
-    ``a_i = R_i − mean_group(R)``, then ``A_i = (a_i − m) / sqrt(v + eps)`` with the batch mean ``m``
+    ``a_i = R_i − mean_group(R)`` (``a_i = R_i`` in a group of one, as in verl-dler), then ``A_i = (a_i − m) / sqrt(v + eps)`` with the batch mean ``m``
     and unbiased variance ``v`` of ``a``. ``weighting="token"`` counts each response once per
     completion token (verl's ``masked_whiten`` on the broadcast tensor; needs ``lengths``);
     ``"sequence"`` counts each response once (paper Eq. 3).
     """
-    centered = [[r - sum(group) / len(group) for r in group] for group in rewards]
+    # a one-rollout group has no baseline: its centred reward is R itself (verl's id2mean = 0)
+    centered = [[r - (sum(group) / len(group) if len(group) > 1 else 0.0) for r in group] for group in rewards]
     if weighting == "token":
         if lengths is None:
             raise ValueError("batch_normalize(weighting='token') needs the completion lengths")

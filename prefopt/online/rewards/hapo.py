@@ -61,7 +61,7 @@ def update_history(state: RewardState, groups: list[RolloutGroup], mode: str) ->
         state.history_count[key] = count + len(correct)
 
 
-@register_reward("hapo", batch=True)
+@register_reward("hapo", batch=True, per_problem_history=True)
 def hapo(
     groups: list[RolloutGroup],
     state: RewardState,

@@ -11,6 +11,12 @@ relatively more in the group-normalised advantage; halve α for a comparable tra
 
 Difficulty buckets (one rule for training batches *and* the monitor; the official code differs by
 one at the boundaries): ``high`` if accuracy ≥ 2/3, ``medium`` if ≥ 1/3, else ``low``.
+
+The monitor (LASER-D/DE): the official trainer re-samples a fixed monitor set every
+``monitor_freq`` = 20 steps and sets each bucket's target from its length coverage. In prefopt's
+rounds the interval is **one round** and the monitor set is the round's own rollouts: each round is
+scored with the coverage of the previous round (``state.coverage``), then the coverage is
+recomputed from this round's rollouts for the next one and persisted in ``reward_state.json``.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from prefopt.online.rewards.base import GroupScores, RolloutGroup, register_reward
 from prefopt.online.types import RewardState
 
 Base = Literal["binary", "laser"]
+Rounding = Literal["floor", "ceil"]
 BUCKETS = ("high", "medium", "low")
 
 
@@ -43,9 +51,11 @@ def difficulty_bucket(accuracy: float) -> str:
     return "medium" if accuracy >= 1 / 3 else "low"
 
 
-def bucket_capacity(bucket: str, n: int) -> int:
-    """C_d, the expected number of correct rollouts of n: ⌊2n/3⌋ (high), ⌊n/3⌋ (medium), 1 (low)."""
-    return {"high": (2 * n) // 3, "medium": n // 3, "low": 1}[bucket]
+def bucket_capacity(bucket: str, n: int, rounding: Rounding = "floor") -> int:
+    """C_d, the least number of correct rollouts of n in the bucket: 2n/3 (high), n/3 (medium), 1 (low),
+    rounded down (``floor``, ⌊2n/3⌋) or up (``ceil``, ⌈2n/3⌉) as in LASER's ``round_method``."""
+    share = {"high": 2 * n, "medium": n, "low": 3}[bucket]  # thirds of n (low: exactly one)
+    return share // 3 if rounding == "floor" else -(-share // 3)
 
 
 def length_thresholds(lower: int, upper: int, interval: int) -> list[int]:
@@ -58,16 +68,20 @@ def choose_target_length(
     capacity: int,
     fallback: int,
     expected_correct: int = 1,
-    rounding: str = "floor",
+    rounding: Rounding = "floor",
 ) -> int:
-    """LASER-D's ``_choose_target_length``: the smallest threshold ℓ with ``round(P_ℓ · C_d) ≥ expected_correct``.
+    """LASER-D's ``_choose_target_length``: the smallest threshold ℓ whose expected correct count reaches ``expected_correct``.
 
-    ``coverage[ℓ]`` is the fraction of the bucket's monitor rollouts with length ≤ ℓ; ``fallback``
-    (the batch's maximum length) is returned when no threshold qualifies.
+    The count is ``⌊P_ℓ · C_d⌋`` (``rounding="floor"``) or ``P_ℓ · C_d`` unrounded (``"ceil"``, whose
+    capacity ``C_d`` is rounded up instead; see :func:`bucket_capacity`), as in LASER's two
+    ``round_method`` branches. ``coverage[ℓ]`` is the fraction of the bucket's monitor rollouts with
+    length ≤ ℓ; ``fallback`` (the batch's maximum length) is returned when no threshold qualifies.
     """
-    rnd = {"floor": math.floor, "ceil": math.ceil}[rounding]
+    if rounding not in ("floor", "ceil"):
+        raise ValueError(f"laser_d: rounding must be 'floor' or 'ceil', got {rounding!r}")
     for threshold in sorted(coverage):
-        if rnd(coverage[threshold] * capacity + 1e-9) >= expected_correct:
+        count = coverage[threshold] * capacity
+        if (math.floor(count + 1e-9) if rounding == "floor" else count + 1e-9) >= expected_correct:
             return threshold
     return fallback
 
@@ -125,17 +139,30 @@ def laser(
     return {"reward": [s + b for s, b in zip(scores, bonus)], "correctness": scores, "length": bonus}
 
 
-def _targets(groups: Sequence[RolloutGroup], state: RewardState, expected_correct: int) -> dict[str, int]:
+def _targets(
+    groups: Sequence[RolloutGroup], state: RewardState, expected_correct: int, rounding: Rounding
+) -> dict[str, int]:
     batch_max = max(max(g.lengths) for g in groups)
     return {
         bucket: choose_target_length(
             state.coverage.get(bucket, {}),
-            bucket_capacity(bucket, state.monitor_samples),
+            bucket_capacity(bucket, state.monitor_samples, rounding),
             batch_max,
             expected_correct,
+            rounding,
         )
         for bucket in BUCKETS
     }
+
+
+@dataclass(frozen=True)
+class _Monitor:
+    """LASER-D's knobs: the target rule and the monitor's length thresholds."""
+
+    expected_correct: int
+    rounding: Rounding
+    thresholds: list[int]
+    update: bool
 
 
 def _laser_d_scores(
@@ -143,12 +170,12 @@ def _laser_d_scores(
     state: RewardState,
     alpha: float,
     base: Base,
-    expected_correct: int,
+    monitor: _Monitor,
     explore: bool,
     ngram: int,
     min_repeats: int,
 ) -> list[GroupScores]:
-    targets = _targets(groups, state, expected_correct)
+    targets = _targets(groups, state, monitor.expected_correct, monitor.rounding)
     out = []
     for group in groups:
         if explore and group.completion_ids is None:
@@ -178,7 +205,22 @@ def _laser_d_scores(
                 "target_length": [float(target)] * len(group),
             }
         )
+    if monitor.update:
+        update_monitor(state, groups, monitor.thresholds)
     return out
+
+
+def _monitor(
+    expected_correct: int, rounding: Rounding, lower: int, upper: int, interval: int, update: bool
+) -> _Monitor:
+    if not 0 < lower <= upper or interval <= 0:
+        raise ValueError(
+            f"laser_d: thresholds need 0 < threshold_lower <= threshold_upper and threshold_interval > 0, "
+            f"got {lower}, {upper}, {interval}"
+        )
+    if rounding not in ("floor", "ceil"):
+        raise ValueError(f"laser_d: rounding must be 'floor' or 'ceil', got {rounding!r}")
+    return _Monitor(expected_correct, rounding, length_thresholds(lower, upper, interval), update)
 
 
 @register_reward("laser_d", batch=True)
@@ -189,12 +231,21 @@ def laser_d(
     alpha: float = 0.5,
     base: Base = "binary",
     expected_correct: int = 1,
+    rounding: Rounding = "floor",
+    threshold_lower: int = 4096,
+    threshold_upper: int = 16384,
+    threshold_interval: int = 1024,
+    update: bool = True,
 ) -> list[GroupScores]:
-    """LASER-D: LASER with a per-bucket target ``L_A(d)`` chosen from ``state.coverage`` (see :func:`update_monitor`).
+    """LASER-D: LASER with a per-bucket target ``L_A(d)`` chosen from ``state.coverage``.
 
-    Without monitor statistics for a bucket the target is the batch's maximum length (no constraint).
+    The batch is scored with the coverage already in ``state``; then (``update=True``) the coverage
+    is recomputed from this batch over thresholds ``threshold_lower, +interval, ..., threshold_upper``
+    (:func:`update_monitor`). Without monitor statistics for a bucket the target is the batch's
+    maximum length (no constraint). Defaults: the paper's "L4096" script (4096…16384 step 1024).
     """
-    return _laser_d_scores(groups, state, alpha, base, expected_correct, False, 0, 0)
+    monitor = _monitor(expected_correct, rounding, threshold_lower, threshold_upper, threshold_interval, update)
+    return _laser_d_scores(groups, state, alpha, base, monitor, False, 0, 0)
 
 
 @register_reward("laser_de", batch=True)
@@ -205,10 +256,14 @@ def laser_de(
     alpha: float = 0.5,
     base: Base = "binary",
     expected_correct: int = 1,
+    rounding: Rounding = "floor",
+    threshold_lower: int = 4096,
+    threshold_upper: int = 16384,
+    threshold_interval: int = 1024,
+    update: bool = True,
     repetition_ngram: int = 20,
     repetition_min_repeats: int = 3,
 ) -> list[GroupScores]:
     """LASER-DE: LASER-D plus ``+α`` for wrong, well-formed, non-repetitive responses longer than ``L_A(d)``."""
-    return _laser_d_scores(
-        groups, state, alpha, base, expected_correct, True, repetition_ngram, repetition_min_repeats
-    )
+    monitor = _monitor(expected_correct, rounding, threshold_lower, threshold_upper, threshold_interval, update)
+    return _laser_d_scores(groups, state, alpha, base, monitor, True, repetition_ngram, repetition_min_repeats)

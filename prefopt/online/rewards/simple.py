@@ -30,10 +30,13 @@ def kimi_length_term(lengths: list[int], correct: list[bool]) -> list[float]:
 def kimi(group: RolloutGroup, state: RewardState, *, weight: float = 0.4) -> GroupScores:
     """Kimi k1.5 length penalty: ``r = 1[correct] + w · len_reward`` (Kimi Team 2025; SPEC §15).
 
-    ``weight`` (w) defaults to LASER's re-implementation value 0.4 (the report gives none). As in
-    that code, responses that are not well-formed (``format_scores < 1``) get no length term.
+    ``weight`` (w) defaults to LASER's re-implementation value 0.4 (the report gives none). A
+    response that is not well-formed (truncated, no answer, wrong format) never earns a positive
+    length term: it gets ``min(0, λ)`` like every incorrect response in Kimi's formula. (LASER's
+    code gives it no length term on its −1 base; on a 0/1 base that would rank a truncated wrong
+    answer above a finished wrong one.)
     """
-    term = kimi_length_term(group.lengths, group.correct)
-    term = [t if group.well_formed(i) else 0.0 for i, t in enumerate(term)]
+    correct_and_formed = [ok and group.well_formed(i) for i, ok in enumerate(group.correct)]
+    term = kimi_length_term(group.lengths, correct_and_formed)
     base = [float(c) for c in group.correct]
     return {"reward": [b + weight * t for b, t in zip(base, term)], "correctness": base, "length": term}

@@ -3,7 +3,10 @@ arXiv 2508.08940; SPEC §12).
 
 ``r = λ_c · 1[correct] + λ_ℓ · R_len(L; B(t)) + λ_f · format``, with the triangular
 ``R_len = L/B`` on ``[0, B]``, ``1 − (L − B)/B`` on ``(B, 2B]``, 0 beyond (``shape="band"``: 1 on
-``[0, B]``). The budget B(t) follows a schedule over ``state.step`` or ``state.round``.
+``[0, B]``). The budget B(t) follows a schedule over ``state.step`` (optimizer steps completed
+before the round, the paper's unit) or ``state.round`` (``clock``); the rounds loop advances both
+and checks at load that ``period`` / ``total`` fit the run. A truncated response gets no length
+reward (the paper caps generation at 2B, where R_len = 0), so it never outranks a finished one.
 """
 
 from __future__ import annotations
@@ -95,7 +98,9 @@ def tlts(
         t, schedule, initial=initial, final=final, gamma=gamma, period=period, total=total, decays=decays
     )
     correct = [float(c) for c in group.correct]
-    length = [triangular_length_reward(n, budget, shape) for n in group.lengths]
+    length = [
+        0.0 if group.truncated(i) else triangular_length_reward(n, budget, shape) for i, n in enumerate(group.lengths)
+    ]
     fmt = group.format_scores or [0.0] * len(group)
     reward = [
         lambda_correct * c + lambda_length * r + lambda_format * f for c, r, f in zip(correct, length, fmt)
