@@ -67,9 +67,17 @@ class ModelConfig(Section):
     attn_implementation: str | None = None
     lora: LoraConfig | None = None
     qlora: bool = False
+    # Where models that prefopt places itself go (rounds' policies, the HF engine): "auto" = the accelerator
+    # when there is one; "cpu", "cuda:1", ... override. `prefopt train` accepts "auto" or "cpu" (use_cpu).
+    device: str = "auto"
 
     @model_validator(mode="after")
     def _check_qlora(self) -> ModelConfig:
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError):
+                raise ValueError(f"model.device={self.device!r} is not a torch device ('auto', 'cpu', 'cuda:1', ...)") from None
         if self.qlora and self.lora is None:
             raise ValueError("model.qlora trains LoRA adapters on a 4-bit base; add a model.lora section")
         if self.qlora and not _cuda_available():
@@ -234,6 +242,9 @@ class TrainConfig(Section):
     bf16: bool = False
     logps_chunk_size: int | None = Field(None, gt=0)
     dataloader_num_workers: int = Field(0, ge=0)
+    # Collective timeout of the process group (TrainingArguments.ddp_timeout), seconds; the sharded
+    # reference precomputation must finish within it.
+    ddp_timeout: int = Field(1800, gt=0)
 
 
 class LoggingConfig(Section):

@@ -4,14 +4,17 @@ How the memory-lean ("chunked") path works:
 
 1. The model's *top-level* forward runs (so DDP / FSDP / PEFT wrapper hooks fire — bypassing the
    wrapper's forward is how TRL v1.14 lost its DDP gradient all-reduce), with the output head
-   temporarily replaced by :class:`_HeadCapture`. The capture records the final hidden states
-   ``[N, T, H]`` and returns the head applied to *zero* positions, so the returned logits are empty
-   but still connected to the head weight in the autograd graph.
-2. Only the hidden states at positions that predict a completion token are gathered (``[M, H]``).
-3. :class:`_SelectedTokenLogps` computes ``log softmax(h W^T + b)[y]`` in chunks of ``chunk_size``
+   temporarily replaced by :class:`_HeadInForward`. Inside the forward it takes the final hidden
+   states at the positions that predict a completion token (``[M, H]``) and computes their
+   log-probs through a call of the real head module, so the head's own hooks (DeepSpeed ZeRO-3's
+   parameter gather, FSDP's unshard) wrap the computation, forward and backward; the model gets the
+   head applied to *zero* positions, empty logits still connected to the head weight.
+2. :class:`_SelectedTokenLogps` computes ``log softmax(h W^T + b)[y]`` in chunks of ``chunk_size``
    tokens: logits of one chunk in the head's dtype, logsumexp in fp32, nothing saved but the
    inputs and one float per token; the backward recomputes each chunk and returns gradients for
-   the hidden states, the head weight (tied embeddings included: autograd sums both uses) and bias.
+   the hidden states, the head weight (tied embeddings included: autograd sums both uses; summed
+   over chunks in fp32) and bias. Running inside the forward, it sees the forward's autocast
+   state, which is how the precomputed reference and the policy share one precision.
 
 Known final-logit transforms are applied inside the chunk loop: ``logit_scale`` (Cohere),
 ``logits_scaling`` (Granite, a divisor) and ``final_logit_softcapping`` (Gemma 2/3). A model
@@ -42,6 +45,11 @@ CHUNK_BYTES = 128 * 2**20
 
 def default_chunk_size(vocab_size: int) -> int:
     """Tokens per chunk so that one fp32 ``[chunk, V]`` logits block is about 128 MiB (682 at V=49,152)."""
+    if vocab_size < 1:
+        raise ValueError(
+            f"output head has {vocab_size} rows: its weight is not materialised here (a DeepSpeed ZeRO-3 or FSDP "
+            "shard read outside the head's forward?)"
+        )
     return max(1, CHUNK_BYTES // (4 * vocab_size))
 
 
@@ -111,7 +119,8 @@ class _SelectedTokenLogps(torch.autograd.Function):
         hidden, weight, bias, targets, lse = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight) if need_w else None
+        # fp32 accumulator: summing per-chunk products in bf16 loses ~2e-2 relative at 64 chunks
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if need_b else None
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             sl = slice(start, start + ctx.chunk_size)
@@ -129,9 +138,11 @@ class _SelectedTokenLogps(torch.autograd.Function):
             if grad_h is not None:
                 grad_h[sl] = grad_logits @ weight
             if grad_w is not None:
-                grad_w.addmm_(grad_logits.T, hidden[sl])
+                grad_w += grad_logits.T @ hidden[sl]  # the product in the head's dtype, the sum in fp32
         if grad_b is not None:
             grad_b = grad_b.to(bias.dtype)
+        if grad_w is not None:
+            grad_w = grad_w.to(weight.dtype)
         return grad_h, grad_w, grad_b, None, None, None
 
 
@@ -174,17 +185,48 @@ def selected_log_sum_sq(
     return out
 
 
-class _HeadCapture(nn.Module):
-    """Stand-in output head: stores its input, returns the real head on zero positions."""
+class _HeadInForward(nn.Module):
+    """Stand-in output head that computes the selected-token log-probs *inside* the model's forward.
 
-    def __init__(self, head: nn.Module) -> None:
+    The log-probs go through a call of the real head module (its ``forward`` swapped for the chunked
+    computation for that one call), so whatever the head's hooks do around a forward also happens
+    around this one: DeepSpeed ZeRO-3 gathers the partitioned weight before it and frees it after,
+    and registers the pre-backward hook that gathers it again for the backward; FSDP unshards it.
+    Reading ``head.weight`` after the model's forward instead finds an empty ZeRO-3 shard. The model
+    itself gets the head applied to zero positions: empty logits, still connected to the weight.
+    """
+
+    def __init__(self, head: nn.Module, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,
+                 chunk_size: int | None, transform: LogitTransform, log_sum_sq: bool = False) -> None:
         super().__init__()
         self.head = head
-        self.hidden: torch.Tensor | None = None
+        self.positions = (rows, cols - 1)
+        self.targets, self.chunk_size, self.transform = targets, chunk_size, transform
+        self.want_log_sum_sq = log_sum_sq
+        self.logps: torch.Tensor | None = None
+        self.log_sum_sq: torch.Tensor | None = None
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        self.hidden = hidden
+        self.logps = _call_as_forward(self.head, self._selected_logps, hidden[self.positions])
         return self.head(hidden[..., :0, :])
+
+    def _selected_logps(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Runs as the head's forward (its weight gathered): the log-probs, and WPO's ``log sum p^2`` if asked."""
+        if self.want_log_sum_sq:
+            self.log_sum_sq = selected_log_sum_sq(hidden.detach(), self.head, chunk_size=self.chunk_size,
+                                                  transform=self.transform)
+        return selected_token_logps(hidden, self.head, self.targets, chunk_size=self.chunk_size, transform=self.transform)
+
+
+def _call_as_forward(module: nn.Module, fn, *args: torch.Tensor) -> torch.Tensor:
+    """``fn(*args)`` run as ``module``'s forward, inside the module's forward hooks."""
+    if "forward" in vars(module):  # forward already patched per instance (accelerate's dispatch hooks): keep it
+        return fn(*args)
+    module.forward = fn
+    try:
+        return module(*args)
+    finally:
+        del module.forward
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -204,17 +246,16 @@ def _output_head(model: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _capturing_head(model: nn.Module, head: nn.Module) -> Iterator[_HeadCapture]:
-    """Temporarily swap ``head`` for a :class:`_HeadCapture` wherever it sits inside ``model``."""
+def _swapped_head(model: nn.Module, head: nn.Module, stand_in: nn.Module) -> Iterator[None]:
+    """Temporarily put ``stand_in`` where ``head`` sits inside ``model``."""
     name = next((n for n, m in model.named_modules() if m is head), None)
     if not name:
         raise TypeError(f"output head of {type(model).__name__} is not a submodule; use method='naive'")
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name)
-    capture = _HeadCapture(head)
-    setattr(parent, attr, capture)
+    setattr(parent, attr, stand_in)
     try:
-        yield capture
+        yield
     finally:
         setattr(parent, attr, head)
 
@@ -285,15 +326,14 @@ def completion_logps(
     head = _output_head(model)
     transform = logit_transform(_unwrap(model).config)
     if _resolve_method(method, head) == "chunked":
-        with _capturing_head(model, head) as capture:
+        stand_in = _HeadInForward(head, rows, cols, targets, chunk_size, transform, log_sum_sq)
+        with _swapped_head(model, head, stand_in):
             model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-            hidden = capture.hidden
-        if hidden is None:
+        if stand_in.logps is None:
             raise RuntimeError(f"{type(model).__name__}'s forward never called its output head; use method='naive'")
-        selected_hidden = hidden[rows, cols - 1]
-        values = selected_token_logps(selected_hidden, head, targets, chunk_size=chunk_size, transform=transform)
+        values = stand_in.logps
         if log_sum_sq:
-            sum_sq = selected_log_sum_sq(selected_hidden.detach(), head, chunk_size=chunk_size, transform=transform)
+            sum_sq = stand_in.log_sum_sq
     else:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         selected = logits[rows, cols - 1].float()

@@ -182,11 +182,35 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype | str:
     return DTYPES[dtype]
 
 
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: the accelerator when there is one (CUDA first), else the CPU; anything else as given.
+
+    Explicit values (``"cpu"``, ``"cuda:1"``, ...) override the choice; an accelerator that is asked
+    for but absent is an error naming the device.
+    """
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.accelerator.is_available():
+            return torch.device(torch.accelerator.current_accelerator())
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device ('auto', 'cpu', 'cuda', 'cuda:1', ...)") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA device is available here; use 'auto' or 'cpu'")
+    return resolved
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     *,
     dtype: str | torch.dtype = "float32",
     trust_remote_code: bool = False,
+    device: str | torch.device | None = "auto",
     device_map: str | dict | None = None,
     attn_implementation: str | None = None,
     quantization: Any | None = None,
@@ -197,6 +221,10 @@ def load_model(
     Args:
         dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"``, ``"auto"`` or a ``torch.dtype``.
         trust_remote_code: passed explicitly to ``from_pretrained``; off unless you opt in.
+        device: where the loaded model goes (:func:`resolve_device`; default ``"auto"``: the
+            accelerator when there is one). ``None`` leaves it on the CPU for a caller that places
+            it itself (the trainer, DeepSpeed/FSDP loading). Ignored when ``device_map`` or
+            ``quantization`` is given: ``from_pretrained`` places those.
         device_map, attn_implementation: passed through to ``from_pretrained``.
         quantization: a ``transformers`` quantization config (e.g. ``BitsAndBytesConfig``), passed
             as ``quantization_config``.
@@ -212,7 +240,9 @@ def load_model(
         kwargs["attn_implementation"] = attn_implementation
     if quantization is not None:
         kwargs["quantization_config"] = quantization
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    target = resolve_device(device) if device is not None and device_map is None and quantization is None else None
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    return model.to(target) if target is not None else model
 
 
 def load_tokenizer(

@@ -11,10 +11,19 @@ lengths. ``key`` hashes everything that changes the numbers:
 - the model: its ``name_or_path``, its config (JSON) and attention implementation, and the bytes,
   dtypes and shapes of *all* parameters (a changed weight, dtype or fine-tuning step is a new key);
 - the data: the ``prompt_ids`` / ``chosen_ids`` / ``rejected_ids`` columns (values and row lengths);
-- whether PEFT adapters are disabled (then adapter weights are left out of the hash).
+- whether PEFT adapters are disabled (then adapter weights are left out of the hash);
+- the autocast dtype the reference runs under (the policy's mixed precision; ``None``: none).
 
 Batch size, chunk size and padding do not enter the key: they do not change the log-probs beyond
 float rounding. Files are written to a temporary name and renamed, so readers never see half a file.
+
+Precision: pass ``autocast_dtype`` = the dtype the policy's forward is autocast to (the trainer
+passes its accelerator's mixed precision), so the step-0 log-ratio policy - reference is exactly 0.
+
+Several processes (``processes``): the length-sorted batches are dealt round-robin, each process
+computes its share, the shares are all-gathered (``torch.distributed``, within the process group's
+timeout, ``train.ddp_timeout``) and process 0 writes the one cache file. The batches are the same as
+in one process, so the cache is the same file with the same numbers.
 """
 
 from __future__ import annotations
@@ -22,8 +31,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import datasets
 import torch
@@ -57,10 +67,57 @@ def data_fingerprint(dataset: datasets.Dataset) -> str:
     return digest.hexdigest()
 
 
-def cache_key(model: nn.Module, dataset: datasets.Dataset, *, disable_adapter: bool = False) -> str:
-    """The cache file stem for ``model`` over ``dataset``."""
+def cache_key(
+    model: nn.Module, dataset: datasets.Dataset, *, disable_adapter: bool = False, autocast_dtype: torch.dtype | None = None
+) -> str:
+    """The cache file stem for ``model`` over ``dataset`` (under autocast to ``autocast_dtype``, if any)."""
     parts = [_FORMAT, model_fingerprint(model, disable_adapter=disable_adapter), data_fingerprint(dataset)]
+    if autocast_dtype is not None:
+        parts.append(f"autocast={autocast_dtype}")
     return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among those sharing the precomputation: ``rank`` of ``world``.
+
+    With ``world > 1`` the default ``torch.distributed`` process group must be initialised (the
+    trainer's is); its timeout bounds how long a process waits for the others' shares.
+    """
+
+    rank: int = 0
+    world: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"process rank {self.rank} is not in 0..{self.world - 1}")
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        """``obj`` from every process, in rank order."""
+        if self.world == 1:
+            return [obj]
+        gathered: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(gathered, obj)
+        return gathered
+
+
+@contextlib.contextmanager
+def full_parameters(model: nn.Module) -> Iterator[None]:
+    """Gather DeepSpeed ZeRO-3-partitioned parameters for the duration (a no-op for ordinary ones).
+
+    With ``zero3_init_flag`` the model is partitioned as it loads, and before ``accelerate`` wraps it
+    in the DeepSpeed engine nothing gathers its parameters for a forward; the precomputation (and
+    the fingerprint, which must agree across processes) therefore runs with the full weights
+    gathered on every process: transiently the whole model per GPU.
+    """
+    partitioned = [p for p in model.parameters() if hasattr(p, "ds_id")]
+    if not partitioned:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None):
+        yield
 
 
 @contextlib.contextmanager
@@ -86,30 +143,31 @@ def _compute(
     chunk_size: int | None,
     disable_adapter: bool,
     progress: bool,
+    autocast_dtype: torch.dtype | None = None,
+    processes: Processes = Processes(),
 ) -> dict[str, torch.Tensor]:
-    """Run the reference over all rows, longest-first batches; flat log-probs plus row lengths."""
+    """Run the reference over all rows, longest-first batches dealt across ``processes``; flat log-probs + lengths."""
     rows = dataset.select_columns(list(TOKEN_COLUMNS))
     lengths_p = [len(ids) for ids in rows["prompt_ids"]]
     lengths_c = [len(ids) for ids in rows["chosen_ids"]]
     lengths_r = [len(ids) for ids in rows["rejected_ids"]]
     order = sorted(range(len(rows)), key=lambda i: -(lengths_p[i] + max(lengths_c[i], lengths_r[i])))
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     device = next(model.parameters()).device
-    chosen: list[list[float]] = [[] for _ in range(len(rows))]
-    rejected: list[list[float]] = [[] for _ in range(len(rows))]
-    starts = range(0, len(order), batch_size)
-    with _reference_mode(model, disable_adapter):
-        for start in tqdm(starts, desc="reference log-probs", disable=not progress):
-            index = order[start : start + batch_size]
+    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
+    share: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    with _reference_mode(model, disable_adapter), autocast:
+        for index in tqdm(batches[processes.rank :: processes.world], desc="reference log-probs", disable=not progress):
             batch = collator([rows[i] for i in index])
             args = [batch[k].to(device) for k in ("input_ids", "attention_mask", "completion_mask")]
             logps, _ = completion_logps(model, *args, chunk_size=chunk_size)
-            logps = logps.cpu()
+            logps = logps.float().cpu()
             for j, i in enumerate(index):
-                chosen[i] = logps[j, : lengths_c[i]].tolist()
-                rejected[i] = logps[len(index) + j, : lengths_r[i]].tolist()
+                share[i] = (logps[j, : lengths_c[i]].clone(), logps[len(index) + j, : lengths_r[i]].clone())
+    merged = {i: values for part in processes.all_gather(share) for i, values in part.items()}
     return {
-        "chosen": torch.tensor([x for row in chosen for x in row], dtype=torch.float32),
-        "rejected": torch.tensor([x for row in rejected for x in row], dtype=torch.float32),
+        "chosen": torch.cat([merged[i][0] for i in range(len(rows))]) if len(rows) else torch.zeros(0),
+        "rejected": torch.cat([merged[i][1] for i in range(len(rows))]) if len(rows) else torch.zeros(0),
         "chosen_lengths": torch.tensor(lengths_c, dtype=torch.int64),
         "rejected_lengths": torch.tensor(lengths_r, dtype=torch.int64),
     }
@@ -137,6 +195,8 @@ def add_reference_logps(
     disable_adapter: bool = False,
     chunk_size: int | None = None,
     progress: bool = True,
+    autocast_dtype: torch.dtype | None = None,
+    processes: Processes = Processes(),
 ) -> datasets.Dataset:
     """Return ``dataset`` with ``ref_chosen_logps`` / ``ref_rejected_logps`` from ``model``, cached.
 
@@ -152,20 +212,26 @@ def add_reference_logps(
         disable_adapter: compute the reference with the PEFT adapters disabled.
         chunk_size: tokens per head chunk (:func:`prefopt.logps.completion_logps`; None: automatic).
         progress: show a progress bar.
+        autocast_dtype: run the reference under ``torch.autocast`` to this dtype (the policy's mixed
+            precision, e.g. ``torch.bfloat16`` with ``bf16: true``); ``None``: no autocast.
+        processes: share the computation across the processes of the default process group (every
+            process calls this with its own rank); process 0 writes the cache.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     directory = Path(cache_dir) if cache_dir is not None else cache_root() / "reference"
-    key = cache_key(model, dataset, disable_adapter=disable_adapter)
-    path = directory / f"{key}.safetensors"
-    tensors = _load_matching(path, dataset)
-    if tensors is None:
-        tensors = _compute(
-            model, dataset, collator or PairCollator(0), batch_size, chunk_size, disable_adapter, progress
-        )
-        metadata = {"format": _FORMAT, "rows": str(len(dataset)), "model": str(getattr(model, "name_or_path", ""))}
-        with atomic_path(path) as tmp:
-            save_file(tensors, tmp, metadata=metadata)
+    with full_parameters(model):
+        key = cache_key(model, dataset, disable_adapter=disable_adapter, autocast_dtype=autocast_dtype)
+        path = directory / f"{key}.safetensors"
+        tensors = _load_matching(path, dataset)
+        # every process must agree to compute (a file written by process 0 meanwhile must not split them)
+        if not all(found for found in processes.all_gather(tensors is not None)):
+            tensors = _compute(model, dataset, collator or PairCollator(0), batch_size, chunk_size, disable_adapter,
+                               progress, autocast_dtype, processes)
+            if processes.rank == 0:
+                metadata = {"format": _FORMAT, "rows": str(len(dataset)), "model": str(getattr(model, "name_or_path", ""))}
+                with atomic_path(path) as tmp:
+                    save_file(tensors, tmp, metadata=metadata)
     return _with_columns(dataset, tensors)
 
 

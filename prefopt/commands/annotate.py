@@ -26,6 +26,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default="float32", help="model dtype: float32 (default), bfloat16, float16, auto"
     )
+    parser.add_argument(
+        "--device", default="auto", help="where the models run: auto (default: the GPU when there is one), cpu, cuda:1, ..."
+    )
     add_trust_remote_code_argument(parser)
     add_quiet_argument(parser)
 
@@ -114,7 +117,7 @@ def _scorer(name: str, args: argparse.Namespace):
     from prefopt.annotate import Scorer
     from prefopt.models import load_model, load_tokenizer
 
-    model = load_model(name, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    model = load_model(name, dtype=args.dtype, trust_remote_code=args.trust_remote_code, device=args.device)
     return Scorer.create(model, load_tokenizer(name, trust_remote_code=args.trust_remote_code))
 
 
@@ -176,7 +179,7 @@ def run_treg(args: argparse.Namespace) -> int:
     defaults = TregTemplates()
     templates = TregTemplates(args.better_template or defaults.better, args.worse_template or defaults.worse)
     pairs = _pairs(args)
-    model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code, device=args.device)
     tokenizer = load_tokenizer(args.tokenizer or args.model, trust_remote_code=args.trust_remote_code)
     annotated = annotate_token_rewards(
         pairs,

@@ -8,14 +8,21 @@ them). Rebuilding from disk — after every round, not only on resume — means 
 and a killed-and-resumed run use bit-identical policies.
 
 The vLLM sampler reads weights from a directory, so for it :func:`merged_policy_dir` writes the
-merged policy once per round to ``round_NNN/merged/``.
+merged policy once per round to ``round_NNN/merged/`` (built on the CPU: the GPU is vLLM's).
+
+Placement: policies go to ``model.device`` (``auto``: the accelerator when there is one, so the HF
+engine samples and evaluates on the GPU). :func:`release_memory` returns what a dropped trainer,
+optimizer, model or engine held on the GPU to the driver (``torch.cuda.empty_cache``), so the next
+engine's start-up check (vLLM: ``gpu_memory_utilization`` × total must be free) sees it.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
+import torch
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -39,23 +46,32 @@ def _trained_rounds(run: RunDir, upto: int) -> list[int]:
     return [r for r in range(1, upto + 1) if run.done(r, "train") and run.record(r, "train").get("policy")]
 
 
-def load_initial(config: ModelConfig) -> PreTrainedModel:
-    """The starting model of the run (no adapters)."""
+def release_memory() -> None:
+    """Collect dropped objects (trainer/optimizer/model cycles) and return cached GPU blocks to the driver."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def load_initial(config: ModelConfig, *, device: str | None = None) -> PreTrainedModel:
+    """The starting model of the run (no adapters), on ``device`` (default ``config.device``)."""
     return load_model(config.name_or_path, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                      attn_implementation=config.attn_implementation)
+                      attn_implementation=config.attn_implementation, device=device or config.device)
 
 
-def load_policy(config: ModelConfig, run: RunDir, upto: int) -> PreTrainedModel:
-    """The policy after round ``upto`` (``0``: the initial model), rebuilt from the saved rounds."""
+def load_policy(config: ModelConfig, run: RunDir, upto: int, *, device: str | None = None) -> PreTrainedModel:
+    """The policy after round ``upto`` (``0``: the initial model), rebuilt from the saved rounds, on ``device``
+    (default ``config.device``: the accelerator when there is one)."""
     rounds = _trained_rounds(run, upto)
     full = [r for r in rounds if not (policy_dir(run, r) / ADAPTER_CONFIG).is_file()]
     if full:
         start = full[-1]
         model = load_model(policy_dir(run, start), dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                           attn_implementation=config.attn_implementation)
+                           attn_implementation=config.attn_implementation, device=device or config.device)
         rounds = [r for r in rounds if r > start]
     else:
-        model = load_initial(config)
+        model = load_initial(config, device=device)
     if rounds:
         import peft
 
@@ -82,7 +98,7 @@ def merged_policy_dir(config: ModelConfig, run: RunDir, upto: int, tokenizer) ->
             return Path(path)
     target = run.round_dir(upto) / "merged"
     if not (target / "config.json").is_file():
-        model = load_policy(config, run, upto)
+        model = load_policy(config, run, upto, device="cpu")
         with atomic_directory(target) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)

@@ -26,7 +26,6 @@ is an error, except ``rounds.count`` (extend a finished run) and the ``logging``
 
 from __future__ import annotations
 
-import gc
 import logging
 import random
 import shutil
@@ -35,7 +34,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -48,7 +46,7 @@ from prefopt.models import load_tokenizer
 from prefopt.online.answers import format_score
 from prefopt.online.config import RoundsRecipe
 from prefopt.online.pairs import build_pairs
-from prefopt.online.policy import load_initial, load_policy, merged_policy_dir, save_policy
+from prefopt.online.policy import load_initial, load_policy, merged_policy_dir, release_memory, save_policy
 from prefopt.online.problems import Problem, load_problems
 from prefopt.online.rewards import get_reward, score_rollouts
 from prefopt.online.run_dir import RunDir
@@ -194,9 +192,7 @@ class RoundsRunner:
         """Drop the vLLM engine and return its GPU memory (before training, or before the next policy's engine)."""
         if self._vllm is not None:
             self._vllm = None
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            release_memory()
 
     # ----------------------------------------------------------------- steps
     def _sample(self, index: int) -> None:
@@ -305,6 +301,8 @@ class RoundsRunner:
             record.update({k: logs[-1][k] for k in ("rewards/margins", "rewards/accuracies")})
         self.run.complete(index, "train", record)
         shutil.rmtree(args.output_dir, ignore_errors=True)  # checkpoints are superseded by policy/
+        del trainer, policy, output
+        release_memory()  # the trainer's cached blocks, before the next engine starts
 
     def _eval(self, index: int) -> None:
         directory = self.run.round_dir(index)

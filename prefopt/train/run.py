@@ -20,10 +20,11 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from prefopt.config import DataConfig, ModelConfig, OptimConfig, Recipe
+from prefopt.config import DataConfig, ModelConfig, OptimConfig, Recipe, RecipeError
 from prefopt.data import load_pairs, tokenize_pairs
 from prefopt.losses import get_loss
 from prefopt.models import load_model, load_tokenizer
+from prefopt.train.compat import checkpointing_arguments
 from prefopt.train.trainer import PreferenceConfig, PreferenceTrainer
 
 logger = logging.getLogger(__name__)
@@ -42,28 +43,43 @@ class TrainResult:
 
 
 def build_model(config: ModelConfig) -> PreTrainedModel | nn.Module:
-    """Load the policy; wrap it with LoRA adapters (on a 4-bit base for QLoRA) when configured."""
+    """Load the policy; wrap it with LoRA adapters (on a 4-bit base for QLoRA) when configured.
+
+    The model stays on the CPU (``device=None``): the trainer places it, and under DeepSpeed ZeRO-3
+    or FSDP's CPU-RAM-efficient loading ``from_pretrained`` has already partitioned it — which only
+    happens when the ``TrainingArguments`` exist before this call (:func:`train` builds them first).
+    """
     quantization = device_map = None
     if config.qlora:
         from transformers import BitsAndBytesConfig  # needs bitsandbytes: pip install 'prefopt[gpu]'
 
+        # the 4-bit matmuls compute in the recipe's 16-bit dtype (bfloat16 for float32/auto recipes)
+        compute = config.dtype if config.dtype in ("bfloat16", "float16") else "bfloat16"
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                          bnb_4bit_compute_dtype="bfloat16")
+                                          bnb_4bit_compute_dtype=compute)
         # 4-bit weights cannot be moved after loading: put each process's copy on its own GPU (DDP)
         device_map = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     model = load_model(config.name_or_path, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                       attn_implementation=config.attn_implementation, quantization=quantization, device_map=device_map)
+                       attn_implementation=config.attn_implementation, quantization=quantization, device_map=device_map,
+                       device=None)
     return add_lora(model, config)
 
 
 def add_lora(model: PreTrainedModel, config: ModelConfig) -> PreTrainedModel | nn.Module:
-    """Wrap ``model`` with fresh LoRA adapters as ``config.lora`` says (unchanged when it is ``None``)."""
+    """Wrap ``model`` with fresh LoRA adapters as ``config.lora`` says (unchanged when it is ``None``).
+
+    A 4-bit (QLoRA) base does not go through ``peft.prepare_model_for_kbit_training``, whose side
+    effects break the recipe: it upcasts every non-quantized parameter to float32 (the recipe's
+    ``model.dtype`` is kept instead) and always turns on *reentrant* activation checkpointing, which
+    under DDP with ``find_unused_parameters`` (the Trainer's choice for a PEFT model) fails with
+    "marked ready twice". ``get_peft_model`` freezes the base; checkpointing follows
+    ``train.gradient_checkpointing``, non-reentrant (:mod:`prefopt.train.compat`), switched on by the
+    trainer, and non-reentrant checkpointing needs no ``enable_input_require_grads``.
+    """
     if config.lora is None:
         return model
     import peft
 
-    if config.qlora:
-        model = peft.prepare_model_for_kbit_training(model)
     lora = peft.LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                            target_modules=config.lora.target_modules, modules_to_save=config.lora.modules_to_save,
                            task_type="CAUSAL_LM")
@@ -115,8 +131,9 @@ def training_arguments(recipe: Recipe) -> PreferenceConfig:
         save_total_limit=run.save_total_limit,
         eval_strategy=("steps" if run.eval_steps else "epoch") if has_eval else "no",
         eval_steps=run.eval_steps,
-        activation_checkpointing=run.gradient_checkpointing,
+        **checkpointing_arguments(run.gradient_checkpointing),
         bf16=run.bf16,
+        ddp_timeout=run.ddp_timeout,
         dataloader_num_workers=run.dataloader_num_workers,
         logging_steps=log.logging_steps,
         report_to=log.report_to,
@@ -124,8 +141,26 @@ def training_arguments(recipe: Recipe) -> PreferenceConfig:
         reference_batch_size=loss.reference_batch_size,
         reference_cache_dir=loss.reference_cache_dir,
         logps_chunk_size=run.logps_chunk_size,
-        use_cpu=processes_without_accelerator(),
+        use_cpu=recipe.model.device == "cpu" or processes_without_accelerator(),
     )
+
+
+def low_precision_warning(recipe: Recipe) -> str | None:
+    """Why full fine-tuning of 16-bit weights without fp32 master weights is unsafe, or ``None`` if it is not that.
+
+    With ``model.dtype`` bfloat16/float16 and no LoRA, the optimizer adds each update to 16-bit
+    weights: bf16 has 8 significant bits, so an update below ~0.4 % of a weight rounds away (at
+    the recipes' learning rates of ~5e-7 most do). DeepSpeed keeps fp32 master weights itself, and
+    accelerate's FSDP upcasts low-precision parameters when mixed precision is on; DDP/one GPU do not.
+    """
+    low = recipe.model.dtype in ("bfloat16", "float16")
+    sharded = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" or \
+        os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if not low or recipe.model.lora is not None or sharded:
+        return None
+    return (f"model.dtype={recipe.model.dtype} with full fine-tuning: the optimizer updates {recipe.model.dtype} weights "
+            f"directly (no fp32 master copy), so updates below ~0.4% of a weight are lost at optim.lr={recipe.optim.lr:g}. "
+            "Use model.dtype=float32 with train.bf16=true (bf16 compute, fp32 weights), LoRA, or DeepSpeed/FSDP")
 
 
 def resume_checkpoint(recipe: Recipe) -> str | None:
@@ -145,7 +180,17 @@ def resume_checkpoint(recipe: Recipe) -> str | None:
 
 def train(recipe: Recipe, **trainer_kwargs: Any) -> TrainResult:
     """Run a recipe end to end; ``trainer_kwargs`` (e.g. ``callbacks=[...]``) go to the trainer."""
+    if recipe.model.device not in ("auto", "cpu"):
+        raise RecipeError(f"model.device={recipe.model.device!r}: prefopt train places the model itself; use 'auto' "
+                          "or 'cpu' (pick GPUs with CUDA_VISIBLE_DEVICES or accelerate launch)")
+    warning = low_precision_warning(recipe)
+    if warning:
+        logger.warning(warning)
     set_seed(recipe.train.seed)
+    # The arguments first: they set up the distributed state (and the DeepSpeed/FSDP loading context
+    # zero3_init_flag / fsdp_cpu_ram_efficient_loading rely on) before from_pretrained runs.
+    args = training_arguments(recipe)
+    args.device  # noqa: B018  (initialises the process group now, not lazily inside the Trainer)
     tokenizer = load_tokenizer(recipe.model.name_or_path, trust_remote_code=recipe.model.trust_remote_code)
     model = build_model(recipe.model)
     train_data = build_dataset(recipe.data, tokenizer, "train")
@@ -155,8 +200,8 @@ def train(recipe: Recipe, **trainer_kwargs: Any) -> TrainResult:
     if recipe.loss.reference == "live" or recipe.loss.reference_model:
         ref_model = load_model(recipe.loss.reference_model or recipe.model.name_or_path, dtype=recipe.model.dtype,
                                trust_remote_code=recipe.model.trust_remote_code,
-                               attn_implementation=recipe.model.attn_implementation)
-    trainer = PreferenceTrainer(model, training_arguments(recipe), loss=loss, train_dataset=train_data,
+                               attn_implementation=recipe.model.attn_implementation, device=None)
+    trainer = PreferenceTrainer(model, args, loss=loss, train_dataset=train_data,
                                 eval_dataset=eval_data, processing_class=tokenizer, ref_model=ref_model,
                                 reference=recipe.loss.reference, **trainer_kwargs)
     del ref_model  # a precomputed reference is no longer needed; a live one is held by the trainer

@@ -38,7 +38,7 @@ from prefopt.data import PairCollator, load_pairs, tokenize_pairs
 from prefopt.data.tokenize import Truncation
 from prefopt.logps import ADAPTER_DISABLED, pair_logps, reference_pair_logps
 from prefopt.losses import LossFn, LossOutput, PairLogps
-from prefopt.reference import add_reference_logps
+from prefopt.reference import Processes, add_reference_logps
 
 @dataclass
 class PreferenceConfig(TrainingArguments):
@@ -166,12 +166,11 @@ class PreferenceTrainer(Trainer):
             source = ref_model if ref_model is not None else self.model
             disable = ref_model is None and _is_peft(self.model)
             source.to(self.args.device)
-            with self.args.main_process_first(desc="reference log-probs"):
-                self.train_dataset = self._add_reference(self.train_dataset, source, disable)
-                if isinstance(self.eval_dataset, dict):
-                    self.eval_dataset = {k: self._add_reference(v, source, disable) for k, v in self.eval_dataset.items()}
-                else:
-                    self.eval_dataset = self._add_reference(self.eval_dataset, source, disable)
+            self.train_dataset = self._add_reference(self.train_dataset, source, disable)
+            if isinstance(self.eval_dataset, dict):
+                self.eval_dataset = {k: self._add_reference(v, source, disable) for k, v in self.eval_dataset.items()}
+            else:
+                self.eval_dataset = self._add_reference(self.eval_dataset, source, disable)
             return None
         if self.reference == "live":
             if ref_model is None:
@@ -185,13 +184,22 @@ class PreferenceTrainer(Trainer):
         return None
 
     def _add_reference(self, dataset: datasets.Dataset | None, model: nn.Module, disable_adapter: bool) -> datasets.Dataset | None:
+        """Precompute ``dataset``'s reference columns: shared across the processes, in the policy's autocast dtype."""
         if dataset is None:
             return None
         return add_reference_logps(
             dataset, model, collator=self.data_collator, batch_size=_setting(self.args, "reference_batch_size"),
             cache_dir=_setting(self.args, "reference_cache_dir"), disable_adapter=disable_adapter,
             chunk_size=_setting(self.args, "logps_chunk_size"), progress=self.is_world_process_zero(),
+            autocast_dtype=self._autocast_dtype(),
+            processes=Processes(self.accelerator.process_index, self.accelerator.num_processes),
         )
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        """The dtype accelerate autocasts the policy's forward to (``None`` without native mixed precision)."""
+        if not self.accelerator.native_amp:
+            return None
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(self.accelerator.mixed_precision))
 
     def _with_reference(self, model: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
         """``inputs`` plus ``ref_chosen``/``ref_rejected`` from the live model or the adapter-disabled policy.

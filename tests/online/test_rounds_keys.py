@@ -34,6 +34,7 @@ KEYS: dict[str, str | tuple[str, str]] = {
     "model.dtype": K + "test_training_receives_every_model_optim_train_and_logging_key",
     "model.trust_remote_code": K + "test_training_receives_every_model_optim_train_and_logging_key",
     "model.attn_implementation": K + "test_training_receives_every_model_optim_train_and_logging_key",
+    "model.device": "tests/test_placement.py::test_rounds_policies_go_to_the_accelerator_and_the_merged_copy_is_built_on_cpu",
     "model.lora.r": K + "test_training_receives_every_model_optim_train_and_logging_key",
     "model.lora.alpha": K + "test_training_receives_every_model_optim_train_and_logging_key",
     "model.lora.dropout": K + "test_training_receives_every_model_optim_train_and_logging_key",
