@@ -37,7 +37,10 @@ def run_rounds(args: argparse.Namespace) -> int:
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="prefopt rounds: %(message)s")
         logging.getLogger("prefopt").setLevel(logging.INFO)
-    rows = RoundsRunner(recipe, progress=not args.quiet).run_all()
+    runner = RoundsRunner(recipe, progress=not args.quiet)
+    rows = runner.run_all()
+    if not runner.processes.is_main:  # under accelerate launch the main process reports
+        return 0
     table, plot = write_summary(recipe.run.directory, rows, title=recipe.run.name)
     print(table)
     print(f"\nrun directory: {recipe.run.directory}\nplot: {plot}")

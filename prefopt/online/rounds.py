@@ -22,6 +22,12 @@ Running the same command again skips every recorded step, so a killed run contin
 stopped and redoes at most the step it was in (training resumes from its last checkpoint when
 ``train.save_steps`` is set). The recipe is stored in the manifest; resuming with a different recipe
 is an error, except ``rounds.count`` (extend a finished run) and the ``logging`` section.
+
+Under ``accelerate launch --num_processes N`` the same loop runs on N processes
+(:mod:`prefopt.online.processes`): ``sample``, ``train`` and ``eval`` run on all of them (sampling and
+evaluation on each process's shard of the prompts, training data parallel), ``score`` and ``pairs`` on
+the main process only; only the main process writes, and every process waits for the others after
+each step.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from prefopt.online.config import RoundsRecipe
 from prefopt.online.pairs import build_pairs
 from prefopt.online.policy import load_initial, load_policy, merged_policy_dir, release_memory, save_policy
 from prefopt.online.problems import Problem, load_problems
+from prefopt.online.processes import Processes, ShardedSampler
 from prefopt.online.rewards import get_reward, score_rollouts
 from prefopt.online.run_dir import RunDir
 from prefopt.online.sampler import HFSampler, Sampler, VLLMSampler, resolve_engine
@@ -55,10 +62,12 @@ from prefopt.online.trackers import log_round
 from prefopt.online.types import RewardState, Rollout, ScoredRollout
 from prefopt.online.verifier import Verifier, get_verifier, verify_rollouts
 from prefopt.train import PreferenceConfig, PreferenceTrainer, add_lora, optim_arguments
+from prefopt.train.run import processes_without_accelerator
 
 logger = logging.getLogger(__name__)
 
 STEPS: tuple[str, ...] = ("sample", "score", "pairs", "train", "eval")
+ALL_PROCESSES: tuple[str, ...] = ("sample", "train", "eval")  # the steps every process takes part in
 RESUMABLE_CHANGES = ("rounds.count", "logging")
 
 
@@ -106,8 +115,9 @@ class RoundsRunner:
 
     def __init__(self, recipe: RoundsRecipe, progress: bool = True) -> None:
         self.recipe = recipe
-        self.progress = progress
-        self.run = RunDir(recipe.run.directory)
+        self.processes = Processes()
+        self.progress = progress and self.processes.is_main
+        self.run = RunDir(recipe.run.directory, writer=self.processes.is_main)
         self._check_manifest()
         cfg = recipe.problems
         fields = dict(question_field=cfg.question_field, answer_field=cfg.answer_field, id_field=cfg.id_field,
@@ -153,22 +163,32 @@ class RoundsRunner:
     # ----------------------------------------------------------------- driver
     def run_all(self) -> list[dict[str, Any]]:
         """Run every step not yet recorded; returns the per-round metrics (round 0 first)."""
-        self.run.root.mkdir(parents=True, exist_ok=True)
-        self.run.clean_temporaries()
-        self.run.manifest["recipe"] = self.recipe.model_dump(mode="json")
-        self.run.save()
+        if self.processes.is_main:
+            self.run.root.mkdir(parents=True, exist_ok=True)
+            self.run.clean_temporaries()
+            self.run.manifest["recipe"] = self.recipe.model_dump(mode="json")
+            self.run.save()
+        self.processes.wait()
         with get_verifier(self.recipe.verifier.name, timeout=self.recipe.verifier.timeout,
                           **self.recipe.verifier.hparams) as verifier:
             self.verifier = verifier
-            if not self.run.done(0, "eval"):
-                self._eval(0)
+            self._step(0, "eval")
             for index in range(1, self.recipe.rounds.count + 1):
                 for step in STEPS:
-                    if not self.run.done(index, step):
-                        logger.info("round %d/%d: %s", index, self.recipe.rounds.count, step)
-                        fault_point(f"{index}:{step}:start")
-                        getattr(self, f"_{step}")(index)
+                    self._step(index, step)
         return [read_json(self.run.round_dir(i) / "metrics.json") for i in range(self.recipe.rounds.count + 1)]
+
+    def _step(self, index: int, step: str) -> None:
+        """Run ``step`` of round ``index`` unless it is recorded; then every process re-reads the manifest."""
+        if self.run.done(index, step):
+            return
+        if step in ALL_PROCESSES or self.processes.is_main:
+            if index > 0:
+                logger.info("round %d/%d: %s", index, self.recipe.rounds.count, step)
+            fault_point(f"{index}:{step}:start")
+            getattr(self, f"_{step}")(index)
+        self.processes.wait()
+        self.run.reload()
 
     # ----------------------------------------------------------------- policy and sampler
     def _policy_model(self, index: int):
@@ -199,7 +219,9 @@ class RoundsRunner:
         problems = round_problems(self.train_problems, self.recipe, index)
         items = [p.prompt_item(self.recipe.problems.instruction) for p in problems]
         params = self.recipe.sampler.params(seed=self.recipe.rounds.seed * 1000 + index)
-        rollouts, stats = self._sampler(index - 1).sample(items, params, round_index=index)
+        rollouts, stats = ShardedSampler(self._sampler(index - 1), self.processes).sample(items, params, index)
+        if not self.processes.is_main:
+            return
         write_jsonl(self.run.round_dir(index) / "rollouts.jsonl", [r.to_dict() for r in rollouts])
         self.run.complete(index, "sample", {"seconds": stats.seconds, "prompts": stats.prompts,
                                             "rollouts": stats.rollouts, "generated_tokens": stats.generated_tokens,
@@ -286,33 +308,39 @@ class RoundsRunner:
             run_name=f"{recipe.logging.run_name or recipe.run.name}-round{index:03d}",
             disable_tqdm=not self.progress, reference_batch_size=recipe.loss.reference_batch_size,
             reference_cache_dir=recipe.loss.reference_cache_dir or str(self.run.root / "reference_cache"),
+            use_cpu=processes_without_accelerator(),
         )
         trainer = PreferenceTrainer(policy, args, loss=loss, train_dataset=pairs, processing_class=self.tokenizer,
                                     ref_model=ref_model, reference=reference, callbacks=[_FaultCallback(index)])
         del ref_model
         checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
         output = trainer.train(resume_from_checkpoint=checkpoint)
-        kind = save_policy(trainer.model, self.run, index)
-        logs = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
-        record = {"policy": kind, "seconds": time.perf_counter() - start, "steps": trainer.state.global_step,
-                  "pairs": len(pairs), "truncated_pairs": tstats.n_truncated, "loss": output.training_loss,
-                  "resumed_from": checkpoint}
-        if logs:
-            record.update({k: logs[-1][k] for k in ("rewards/margins", "rewards/accuracies")})
-        self.run.complete(index, "train", record)
-        shutil.rmtree(args.output_dir, ignore_errors=True)  # checkpoints are superseded by policy/
+        self.processes.wait()  # every process is done with the checkpoints before they are removed
+        if self.processes.is_main:
+            kind = save_policy(trainer.model, self.run, index)
+            logs = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
+            record = {"policy": kind, "seconds": time.perf_counter() - start, "steps": trainer.state.global_step,
+                      "pairs": len(pairs), "truncated_pairs": tstats.n_truncated, "loss": output.training_loss,
+                      "resumed_from": checkpoint}
+            if logs:
+                record.update({k: logs[-1][k] for k in ("rewards/margins", "rewards/accuracies")})
+            self.run.complete(index, "train", record)
+            shutil.rmtree(args.output_dir, ignore_errors=True)  # checkpoints are superseded by policy/
         del trainer, policy, output
         release_memory()  # the trainer's cached blocks, before the next engine starts
 
     def _eval(self, index: int) -> None:
         directory = self.run.round_dir(index)
         instruction = self.recipe.problems.instruction
+        sampler = ShardedSampler(self._sampler(index), self.processes)
         reports = {}
         for name, problems in self.eval_sets.items():
             logger.info("round %d: evaluating on %s (%d problems)", index, name, len(problems))
-            reports[name] = evaluate_accuracy(self._sampler(index), [p.prompt_item(instruction) for p in problems],
+            reports[name] = evaluate_accuracy(sampler, [p.prompt_item(instruction) for p in problems],
                                               [p.gold for p in problems], self.verifier, self.recipe.eval.params(),
                                               truncated=self.recipe.verifier.truncated)
+        if not self.processes.is_main:
+            return
         write_json(directory / "eval.json", {"sets": {name: report.to_dict() for name, report in reports.items()}})
         metrics = self._metrics(index, reports)
         write_json(directory / "metrics.json", metrics)

@@ -24,12 +24,22 @@ class RunDir:
 
     Manifest layout: ``{"recipe": {...resolved recipe...}, "rounds": {"1": {"sample": {...}, ...}}}``,
     where each completed step maps to the numbers it recorded (timings, counts).
+
+    ``writer=False`` (every process but the main one of a multi-process run) keeps the manifest in
+    memory only: :meth:`complete` and :meth:`save` write nothing, and :meth:`reload` reads what the
+    writer saved.
     """
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, writer: bool = True):
         self.root = Path(root)
+        self.writer = writer
+        self.manifest: dict[str, Any] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Read ``manifest.json`` again (an empty manifest when there is none yet)."""
         path = self.root / MANIFEST
-        self.manifest: dict[str, Any] = read_json(path) if path.is_file() else {"recipe": None, "rounds": {}}
+        self.manifest = read_json(path) if path.is_file() else {"recipe": None, "rounds": {}}
 
     def round_dir(self, index: int) -> Path:
         """``round_NNN/`` for round ``index``."""
@@ -50,12 +60,13 @@ class RunDir:
         self.save()
 
     def save(self) -> None:
-        """Write the manifest atomically."""
-        write_json(self.root / MANIFEST, self.manifest)
+        """Write the manifest atomically (the writer only)."""
+        if self.writer:
+            write_json(self.root / MANIFEST, self.manifest)
 
     def clean_temporaries(self) -> None:
-        """Remove temporaries a killed run left behind (``.tmp-*`` files and directories)."""
-        if not self.root.is_dir():
+        """Remove temporaries a killed run left behind (``.tmp-*`` files and directories; the writer only)."""
+        if not self.writer or not self.root.is_dir():
             return
         for path in self.root.rglob(f"{TMP_PREFIX}*"):
             if path.is_dir():
