@@ -31,9 +31,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import datasets
 import torch
@@ -46,6 +45,7 @@ from prefopt.fingerprint import model_fingerprint
 from prefopt.io import atomic_path
 from prefopt.logps import completion_logps
 from prefopt.models import cache_root
+from prefopt.processes import Processes
 
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
@@ -75,30 +75,6 @@ def cache_key(
     if autocast_dtype is not None:
         parts.append(f"autocast={autocast_dtype}")
     return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
-
-
-@dataclass(frozen=True)
-class Processes:
-    """This process's place among those sharing the precomputation: ``rank`` of ``world``.
-
-    With ``world > 1`` the default ``torch.distributed`` process group must be initialised (the
-    trainer's is); its timeout bounds how long a process waits for the others' shares.
-    """
-
-    rank: int = 0
-    world: int = 1
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.rank < self.world:
-            raise ValueError(f"process rank {self.rank} is not in 0..{self.world - 1}")
-
-    def all_gather(self, obj: Any) -> list[Any]:
-        """``obj`` from every process, in rank order."""
-        if self.world == 1:
-            return [obj]
-        gathered: list[Any] = [None] * self.world
-        torch.distributed.all_gather_object(gathered, obj)
-        return gathered
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ stopped and redoes at most the step it was in (training resumes from its last ch
 is an error, except ``rounds.count`` (extend a finished run) and the ``logging`` section.
 
 Under ``accelerate launch --num_processes N`` the same loop runs on N processes
-(:mod:`prefopt.online.processes`): ``sample``, ``train`` and ``eval`` run on all of them (sampling and
+(:mod:`prefopt.processes`, :mod:`prefopt.online.sharding`): ``sample``, ``train`` and ``eval`` run on all of them (sampling and
 evaluation on each process's shard of the prompts, training data parallel), ``score`` and ``pairs`` on
 the main process only; only the main process writes, and every process waits for the others after
 each step.
@@ -54,13 +54,14 @@ from prefopt.online.config import RoundsRecipe
 from prefopt.online.pairs import build_pairs
 from prefopt.online.policy import load_initial, load_policy, merged_policy_dir, release_memory, save_policy
 from prefopt.online.problems import Problem, load_problems
-from prefopt.online.processes import Processes, ShardedSampler
 from prefopt.online.rewards import get_reward, score_rollouts
 from prefopt.online.run_dir import RunDir
 from prefopt.online.sampler import HFSampler, Sampler, VLLMSampler, resolve_engine
+from prefopt.online.sharding import ShardedSampler
 from prefopt.online.trackers import log_round
 from prefopt.online.types import RewardState, Rollout, ScoredRollout
 from prefopt.online.verifier import Verifier, get_verifier, verify_rollouts
+from prefopt.processes import Processes
 from prefopt.train import PreferenceConfig, PreferenceTrainer, add_lora, optim_arguments
 from prefopt.train.run import processes_without_accelerator
 
@@ -115,7 +116,7 @@ class RoundsRunner:
 
     def __init__(self, recipe: RoundsRecipe, progress: bool = True) -> None:
         self.recipe = recipe
-        self.processes = Processes()
+        self.processes = Processes.launched()
         self.progress = progress and self.processes.is_main
         self.run = RunDir(recipe.run.directory, writer=self.processes.is_main)
         self._check_manifest()

@@ -20,29 +20,23 @@ import yaml
 from safetensors.torch import load_file
 from test_rounds import QUESTIONS, write_problems, without_timings
 
-from prefopt.online.processes import Processes
+from prefopt.processes import Processes
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def processes(count: int, index: int) -> Processes:
-    group = Processes()
-    group.count, group.index = count, index
-    return group
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 5])
 @pytest.mark.parametrize("n_items", [0, 1, 4, 7])
 def test_shards_cover_the_list_in_order(count, n_items):
     items = list(range(n_items))
-    shards = [processes(count, index).shard(items) for index in range(count)]
+    shards = [Processes(index, count).shard(items) for index in range(count)]
     assert [x for shard in shards for x in shard] == items
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
 
 
 def test_one_process_is_trivial():
-    group = Processes()
-    assert group.count == 1 and group.is_main
+    group = Processes.launched()
+    assert (group.rank, group.world) == (0, 1) and group.is_main
     assert group.shard([3, 1, 2]) == [3, 1, 2] and group.gather([3, 1]) == [3, 1]
     group.wait()
 
