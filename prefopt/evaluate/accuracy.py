@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from scipy.stats import binomtest
 
-from prefopt.online.sampler import PromptItem, Sampler, SamplingParams
+from prefopt.sampling import PromptItem, Sampler, SamplingParams
 from prefopt.online.verifier import Verifier
 
 Z95 = 1.959963984540054

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefopt.online.sampler import PromptItem
+from prefopt.sampling import PromptItem
 
 
 @dataclass(frozen=True)

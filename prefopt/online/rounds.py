@@ -45,9 +45,10 @@ from prefopt.online.policy import load_initial, load_policy, merged_policy_dir, 
 from prefopt.online.problems import Problem, load_problems
 from prefopt.online.rewards import get_reward, score_rollouts
 from prefopt.online.run_dir import RunDir, fault_point, read_json, read_jsonl, write_json, write_jsonl
-from prefopt.online.sampler import HFSampler, Sampler, VLLMSampler, resolve_engine
+from prefopt.online.sampler import HFSampler, VLLMSampler, resolve_engine
 from prefopt.online.types import RewardState, Rollout, ScoredRollout
 from prefopt.online.verifier import Verifier, get_verifier
+from prefopt.sampling import Sampler
 from prefopt.train import PreferenceConfig, PreferenceTrainer, add_lora, optim_arguments
 
 logger = logging.getLogger(__name__)
@@ -161,7 +162,10 @@ class RoundsRunner:
         if self._vllm is None or self._vllm[0] != index:
             self._release_vllm()
             path = merged_policy_dir(self.recipe.model, self.run, index, self.tokenizer)
-            self._vllm = (index, VLLMSampler(path, self.tokenizer, gpu_memory_utilization=cfg.gpu_memory_utilization))
+            model = self.recipe.model
+            self._vllm = (index, VLLMSampler(path, self.tokenizer, dtype=model.dtype,
+                                             trust_remote_code=model.trust_remote_code,
+                                             gpu_memory_utilization=cfg.gpu_memory_utilization))
         return self._vllm[1]
 
     def _release_vllm(self) -> None:

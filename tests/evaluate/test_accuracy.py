@@ -16,7 +16,7 @@ from prefopt.evaluate.accuracy import (
     summarize,
     wilson_interval,
 )
-from prefopt.online.sampler import PromptItem, SamplerStats, SamplingParams
+from prefopt.sampling import PromptItem, SamplerStats, SamplingParams
 from prefopt.online.types import Rollout
 from prefopt.online.verifier import get_verifier
 
