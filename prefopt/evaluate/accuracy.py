@@ -21,8 +21,8 @@ from typing import Any, Mapping, Sequence
 
 from scipy.stats import binomtest
 
-from prefopt.sampling import PromptItem, Sampler, SamplingParams
 from prefopt.online.verifier import Verifier
+from prefopt.sampling import PromptItem, Sampler, SamplingParams
 
 Z95 = 1.959963984540054
 

@@ -30,8 +30,8 @@ from prefopt.config import (
 )
 from prefopt.online.pairs import STRATEGIES, build_pairs
 from prefopt.online.rewards import available_rewards, get_reward
-from prefopt.sampling import SamplingParams
 from prefopt.online.verifier import available_verifiers, check_verifier
+from prefopt.sampling import SamplingParams
 
 
 class RunConfig(Section):

@@ -27,12 +27,10 @@ import random
 import shutil
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from prefopt.config import RecipeError
 from prefopt.data import load_pairs, tokenize_pairs
@@ -50,6 +48,7 @@ from prefopt.online.types import RewardState, Rollout, ScoredRollout
 from prefopt.online.verifier import Verifier, get_verifier
 from prefopt.sampling import Sampler
 from prefopt.train import PreferenceConfig, PreferenceTrainer, add_lora, optim_arguments
+from prefopt.train.checkpoints import last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +254,7 @@ class RoundsRunner:
         trainer = PreferenceTrainer(policy, args, loss=loss, train_dataset=pairs, processing_class=self.tokenizer,
                                     ref_model=ref_model, reference=reference, callbacks=[_FaultCallback(index)])
         del ref_model
-        checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+        checkpoint = last_complete_checkpoint(args.output_dir)
         output = trainer.train(resume_from_checkpoint=checkpoint)
         kind = save_policy(trainer.model, self.run, index)
         logs = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]

@@ -16,9 +16,9 @@ from prefopt.evaluate.accuracy import (
     summarize,
     wilson_interval,
 )
-from prefopt.sampling import PromptItem, SamplerStats, SamplingParams
 from prefopt.online.types import Rollout
 from prefopt.online.verifier import get_verifier
+from prefopt.sampling import PromptItem, SamplerStats, SamplingParams
 
 
 @pytest.mark.parametrize(
