@@ -14,9 +14,11 @@ call per batch with the model's own generation defaults plus the workload's sett
 ``transformers_cb`` = transformers' continuous batching (``generate_batch``, paged attention).
 Tokens count the completion up to and including the first EOS. The compute limit is the measured
 2048x2048 fp32 matmul rate divided by ~0.27 GFLOP per generated token (2 x 135M parameters).
-Each engine runs ``--repeats`` times; the JSON keeps every run, the median and the load (``uptime``).
+Each engine runs ``--repeats`` times; the JSON keeps every run, the median and the load (``uptime``),
+and the token positions the model computed (prefill + decode rows, padding included): generated
+tokens / positions is the useful share of the work, independent of how busy the machine is.
 
-    python bench/sampler_throughput.py --repeats 3
+    python bench/sampler_throughput.py --repeats 3 [--threads 1]
 """
 
 from __future__ import annotations
@@ -129,15 +131,30 @@ def transformers_cb(model, tokenizer, prompts: list[PromptItem], params: Samplin
     return sum(len(split_completion(list(out.generated_tokens), stop)[0]) for out in outputs.values())
 
 
-def timed(run: Callable[[], int], repeats: int, limit: float) -> dict[str, Any]:
-    """``repeats`` runs of ``run`` (which returns generated tokens): every run, the median tokens/s, the load."""
+class PositionCounter:
+    """Counts the token positions the model's forward computes (prefill and decode rows, padding included)."""
+
+    def __init__(self, model):
+        self.positions = 0
+        model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self.positions += ids.numel()
+
+
+def timed(run: Callable[[], int], repeats: int, limit: float, counter: PositionCounter) -> dict[str, Any]:
+    """``repeats`` runs of ``run`` (which returns generated tokens): every run, the median tokens/s, the load,
+    and the positions the model computed (``useful_fraction`` = generated tokens / positions)."""
     runs = []
     for _ in range(repeats):
         before = load()
+        counter.positions = 0
         start = time.perf_counter()
         tokens = run()
         seconds = time.perf_counter() - start
         runs.append({"seconds": seconds, "generated_tokens": tokens, "tokens_per_second": tokens / seconds,
+                     "positions_computed": counter.positions, "useful_fraction": tokens / counter.positions,
                      "load_before": before, "load_after": load()})
     median = statistics.median(r["tokens_per_second"] for r in runs)
     return {"runs": runs, "median_tokens_per_second": median, "fraction_of_limit": median / limit,
@@ -151,11 +168,16 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["new", "old", "generate"],
                         choices=["new", "old", "generate", "transformers_cb"])
     parser.add_argument("--workloads", nargs="+", default=["sampling", "evaluation"], choices=["sampling", "evaluation"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's; 1 is much faster on an oversubscribed machine)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "sampler_throughput.json")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tokenizer, model = load_tokenizer(args.model), load_model(args.model)
     model.eval()
+    counter = PositionCounter(model)
     train = load_problems(REPO / "data" / "arithmetic" / "train.jsonl")
     heldout = load_problems(REPO / "data" / "arithmetic" / "heldout.jsonl", limit=100)
     workloads = {
@@ -175,26 +197,29 @@ def main() -> None:
     limit = gflops / GFLOP_PER_TOKEN
     print(f"matmul 2048x2048 fp32: {gflops:.0f} GFLOP/s -> compute limit {limit:.0f} tokens/s ({load()})", flush=True)
     results: dict[str, dict[str, Any]] = {}
+    report = {"model": args.model, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "machine": platform.machine(), "cpus": os.cpu_count(), "matmul_2048_fp32_gflops": gflops,
+              "gflop_per_token": GFLOP_PER_TOKEN, "compute_limit_tokens_per_second": limit,
+              "settings": {k: {"prompts": len(v[0]), **vars(v[1])} for k, v in workloads.items()},
+              "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for workload in args.workloads:
         items, params = workloads[workload]
         results[workload] = {}
         for engine in args.engines:
-            result = timed(lambda: engines[engine](items, params), args.repeats, limit)
+            result = timed(lambda: engines[engine](items, params), args.repeats, limit, counter)
             results[workload][engine] = result
             print(f"{workload:>10} {engine:>15}: {result['median_tokens_per_second']:6.1f} tokens/s "
                   f"({result['fraction_of_limit']:.0%} of the limit), {result['runs'][0]['generated_tokens']} tokens, "
+                  f"{result['runs'][0]['useful_fraction']:.0%} of computed positions useful, "
                   f"median {result['median_seconds']:.1f} s", flush=True)
-        base = results[workload].get("old")
-        for engine, result in results[workload].items():
-            if base:
-                result["speedup_vs_old"] = result["median_tokens_per_second"] / base["median_tokens_per_second"]
-    report = {"model": args.model, "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "machine": platform.machine(), "cpus": os.cpu_count(), "matmul_2048_fp32_gflops": gflops,
-              "matmul_gflops_after": matmul_gflops(), "gflop_per_token": GFLOP_PER_TOKEN,
-              "compute_limit_tokens_per_second": limit, "uptime_end": load(),
-              "settings": {k: {"prompts": len(v[0]), **vars(v[1])} for k, v in workloads.items()},
-              "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+            base = results[workload].get("old")
+            for name, done in results[workload].items():
+                if base:
+                    done["speedup_vs_old"] = done["median_tokens_per_second"] / base["median_tokens_per_second"]
+            report["uptime_end"] = load()
+            args.out.write_text(json.dumps(report, indent=1) + "\n")  # after every engine: partial runs survive
+    report["matmul_gflops_after"] = matmul_gflops()
     args.out.write_text(json.dumps(report, indent=1) + "\n")
 
 

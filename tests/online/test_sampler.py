@@ -6,16 +6,21 @@ Uses ``lively_model`` (tests/online/conftest.py), whose greedy continuations var
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+import prefopt
 from prefopt.online import sampler as sampler_module
 from prefopt.online.completions import render_prompt, split_completion
 from prefopt.online.sampler import HFSampler, make_sampler, resolve_engine
 from prefopt.sampling import PromptItem, SamplingParams
 
+REPO = Path(prefopt.__file__).resolve().parents[1]
 PROMPTS = [
     PromptItem("short", "Hi"),
     PromptItem("chat", [{"role": "user", "content": "What is two plus two, please?"}]),
@@ -162,3 +167,12 @@ def test_sampling_params_validation(kwargs, message):
 
 def test_greedy_ignores_sampling_settings():
     assert SamplingParams(greedy=True, temperature=0.0, top_p=0.0).greedy
+
+
+def test_sampling_types_import_without_the_online_package():
+    """prefopt.sampling is the neutral layer: importing it, or the evaluator, loads no engine."""
+    code = (
+        "import sys, prefopt.sampling; assert not [m for m in sys.modules if m.startswith('prefopt.online')]; "
+        "import prefopt.evaluate.accuracy; assert 'prefopt.online.sampler' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -192,3 +192,45 @@ def test_select_tokens_greedy_and_tiny_top_p_are_argmax():
     assert select_tokens(logits, SamplingParams(top_p=1e-9), u).tolist() == logits.argmax(-1).tolist()
     with pytest.raises(ValueError, match="one uniform per row"):
         select_tokens(logits, SamplingParams(), u[:3])
+
+
+def naive_nucleus(logits: torch.Tensor, temperature: float, top_p: float, u: torch.Tensor) -> torch.Tensor:
+    """The definition, row by row: full stable sort, smallest prefix of mass >= top_p, inverse CDF."""
+    out = []
+    for row, draw in zip(logits, u.tolist()):
+        probs = torch.softmax(row.double() / temperature, dim=-1)
+        sorted_probs, order = torch.sort(probs, descending=True, stable=True)
+        cumulative = sorted_probs.cumsum(0)
+        kept = int(((cumulative - sorted_probs) < top_p).sum())
+        target = draw * float(cumulative[kept - 1])
+        position = min(int(torch.searchsorted(cumulative[:kept], torch.tensor([target], dtype=torch.float64),
+                                              right=True)), kept - 1)
+        out.append(int(order[position]))
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 12.0])  # flat (full sort), medium (2048 candidates), peaked (64)
+def test_select_tokens_matches_the_definition_and_each_row_alone(scale):
+    generator = torch.Generator().manual_seed(int(scale * 10))
+    logits = torch.randn(24, 5000, generator=generator) * scale
+    u = torch.rand(24, dtype=torch.float64, generator=generator)
+    params = SamplingParams(temperature=0.7, top_p=0.9)
+    tokens = select_tokens(logits, params, u)
+    assert tokens.tolist() == naive_nucleus(logits, 0.7, 0.9, u).tolist()
+    assert [int(select_tokens(logits[i : i + 1], params, u[i : i + 1])) for i in range(24)] == tokens.tolist()
+    free = SamplingParams(temperature=0.7)
+    alone = [int(select_tokens(logits[i : i + 1], free, u[i : i + 1])) for i in range(24)]
+    assert select_tokens(logits, free, u).tolist() == alone
+
+
+def test_top_p_one_tail_beyond_the_candidates_keeps_the_distribution(monkeypatch):
+    from prefopt.online import decoding
+
+    monkeypatch.setattr(decoding, "CANDIDATES", (4,))
+    probs = torch.softmax(torch.randn(40, generator=torch.Generator().manual_seed(0)), dim=0).double()
+    n = 100_000
+    uniforms = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    tokens = torch.cat([select_tokens(probs.log().float().expand(10_000, 40), SamplingParams(), chunk)
+                        for chunk in uniforms.split(10_000)])
+    counts = torch.bincount(tokens, minlength=40).double()
+    assert (counts - probs * n).abs().max() <= 2  # every token, head and tail, at its probability
