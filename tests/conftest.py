@@ -81,3 +81,16 @@ def save_tiny_model(path: str | Path, seed: int = 0) -> str:
 def tiny_model_dir(tmp_path_factory) -> str:
     """A saved tiny model + tokenizer directory, shared by the tests of one session (treat as read-only)."""
     return save_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny")
+
+
+@pytest.fixture()
+def lively_model(tiny_model):
+    """The tiny model with its matrices redrawn at std 0.3: continuations vary token by token and depend on
+    the whole prompt (the std-0.02 init greedily repeats its last token, hiding padding and batching bugs),
+    and its logit gaps are far above the floating-point differences of batched matmuls."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in tiny_model.parameters():
+            if param.dim() == 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    return tiny_model

@@ -1,6 +1,6 @@
 """The rollout sampler: batched left-padded generation, grouping, seeds, EOS handling, engine choice.
 
-Uses ``lively_model`` (tests/online/conftest.py), whose greedy continuations vary token by token.
+Uses ``lively_model`` (tests/conftest.py), whose greedy continuations vary token by token.
 """
 
 from __future__ import annotations
