@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Sequence
 
 from transformers import PreTrainedTokenizerBase
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's accepted max_lora_rank values
 
 
-def import_vllm():
+def import_vllm() -> ModuleType:
     """``import vllm``, or an ImportError that says how to install it."""
     try:
         return importlib.import_module("vllm")
