@@ -74,6 +74,8 @@ class ModelConfig(Section):
     @model_validator(mode="after")
     def _check_qlora(self) -> ModelConfig:
         if self.device != "auto":
+            import torch  # only for a non-default device: --help and --dry-run stay free of torch
+
             try:
                 torch.device(self.device)
             except (RuntimeError, TypeError):

@@ -24,8 +24,8 @@ from typing import Any, Mapping, Sequence
 
 from scipy.stats import binomtest
 
-from prefopt.online.sampler import PromptItem, Sampler, SamplingParams
 from prefopt.online.verifier import Truncated, Verifier, verify_rollouts
+from prefopt.sampling import PromptItem, Sampler, SamplingParams
 from prefopt.stats import Z95, wilson_interval
 
 @dataclass(frozen=True)

@@ -33,9 +33,9 @@ from prefopt.online.answers import AnswerFormat, check_answer_format
 from prefopt.online.pairs import available_pair_strategies, check_pair_options
 from prefopt.online.recipe_checks import check_reward_fits
 from prefopt.online.rewards import available_rewards, get_reward
-from prefopt.online.sampler import SamplingParams
 from prefopt.online.trackers import check_trackers
 from prefopt.online.verifier import Truncated, available_verifiers, check_verifier
+from prefopt.sampling import SamplingParams
 
 
 class RunConfig(Section):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from prefopt.data.errors import DataValidationError
 from prefopt.data.errors import Problem as RowProblem
 from prefopt.data.sources import is_local_file, read_rows
-from prefopt.online.sampler import PromptItem
+from prefopt.sampling import PromptItem
 
 
 @dataclass(frozen=True)

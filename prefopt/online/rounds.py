@@ -37,11 +37,9 @@ import random
 import shutil
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from prefopt.config import RecipeError
 from prefopt.data import load_pairs, tokenize_pairs
@@ -56,13 +54,15 @@ from prefopt.online.policy import load_initial, load_policy, merged_policy_dir, 
 from prefopt.online.problems import Problem, load_problems
 from prefopt.online.rewards import get_reward, score_rollouts
 from prefopt.online.run_dir import RunDir
-from prefopt.online.sampler import HFSampler, Sampler, VLLMSampler, resolve_engine
+from prefopt.online.sampler import HFSampler, VLLMSampler, resolve_engine
 from prefopt.online.sharding import ShardedSampler
 from prefopt.online.trackers import log_round
 from prefopt.online.types import RewardState, Rollout, ScoredRollout
 from prefopt.online.verifier import Verifier, get_verifier, verify_rollouts
 from prefopt.processes import Processes
+from prefopt.sampling import Sampler
 from prefopt.train import PreferenceConfig, PreferenceTrainer, add_lora, optim_arguments
+from prefopt.train.checkpoints import last_complete_checkpoint
 from prefopt.train.run import processes_without_accelerator
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,10 @@ class RoundsRunner:
         if self._vllm is None or self._vllm[0] != index:
             self._release_vllm()
             path = merged_policy_dir(self.recipe.model, self.run, index, self.tokenizer)
-            self._vllm = (index, VLLMSampler(path, self.tokenizer, gpu_memory_utilization=cfg.gpu_memory_utilization))
+            model = self.recipe.model
+            self._vllm = (index, VLLMSampler(path, self.tokenizer, dtype=model.dtype,
+                                             trust_remote_code=model.trust_remote_code,
+                                             gpu_memory_utilization=cfg.gpu_memory_utilization))
         return self._vllm[1]
 
     def _release_vllm(self) -> None:
@@ -314,7 +317,7 @@ class RoundsRunner:
         trainer = PreferenceTrainer(policy, args, loss=loss, train_dataset=pairs, processing_class=self.tokenizer,
                                     ref_model=ref_model, reference=reference, callbacks=[_FaultCallback(index)])
         del ref_model
-        checkpoint = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+        checkpoint = last_complete_checkpoint(args.output_dir)
         output = trainer.train(resume_from_checkpoint=checkpoint)
         self.processes.wait()  # every process is done with the checkpoints before they are removed
         if self.processes.is_main:

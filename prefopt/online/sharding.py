@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from prefopt.online.sampler import PromptItem, Sampler, SamplerStats, SamplingParams
+from prefopt.sampling import PromptItem, Sampler, SamplerStats, SamplingParams
 from prefopt.online.types import Rollout
 from prefopt.processes import Processes
 

@@ -18,13 +18,13 @@ import datasets
 import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from prefopt.config import DataConfig, ModelConfig, OptimConfig, Recipe, RecipeError
 from prefopt.data import load_pairs, tokenize_pairs
 from prefopt.losses import get_loss
 from prefopt.models import load_model, load_tokenizer
 from prefopt.train.compat import checkpointing_arguments
+from prefopt.train.checkpoints import last_complete_checkpoint
 from prefopt.train.trainer import PreferenceConfig, PreferenceTrainer
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def resume_checkpoint(recipe: Recipe) -> str | None:
             raise FileNotFoundError(f"train.resume={resume!r}: no such checkpoint directory")
         return resume
     if resume and Path(recipe.train.output_dir).is_dir():
-        last = get_last_checkpoint(recipe.train.output_dir)
+        last = last_complete_checkpoint(recipe.train.output_dir)
         if last is None:
             logger.info("train.resume: no checkpoint in %s yet; starting from scratch", recipe.train.output_dir)
         return last

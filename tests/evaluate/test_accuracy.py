@@ -16,9 +16,9 @@ from prefopt.evaluate.accuracy import (
     summarize,
 )
 from prefopt.stats import wilson_interval
-from prefopt.online.sampler import PromptItem, SamplerStats, SamplingParams
 from prefopt.online.types import Rollout
 from prefopt.online.verifier import get_verifier
+from prefopt.sampling import PromptItem, SamplerStats, SamplingParams
 
 
 def outcomes(pattern: str, prefix: str = "p") -> dict[str, bool]:

@@ -164,8 +164,8 @@ def test_process_exit_mid_training_resumes_through_the_cli(recipe_file, tmp_path
     """A real process exit (``os._exit``) during round 1's training, then the same command again."""
     (tmp_path / "register_reward.py").write_text(REWARD_MODULE)
     driver = "import sys, register_reward; from prefopt.cli import main; sys.exit(main(sys.argv[1:]))"
-    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)  # keep a checkout's copy first
-    env = {**os.environ, "PYTHONPATH": path, FAULT_ENV: "1:train:saved1"}
+    repo = Path(__file__).resolve().parents[2]  # this checkout's prefopt, not whichever one is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(repo)]), FAULT_ENV: "1:train:saved1"}
     command = [sys.executable, "-c", driver, "rounds", str(recipe_file), "--quiet"]
     killed = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert killed.returncode == 75, killed.stderr[-2000:]

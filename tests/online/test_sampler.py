@@ -1,44 +1,31 @@
 """The rollout sampler: batched left-padded generation, grouping, seeds, EOS handling, engine choice.
 
-The conftest tiny Llama (init std 0.02) greedily repeats its last token, which would hide padding
-bugs; ``lively_model`` redraws its matrices with std 0.3 so greedy continuations vary token by token
-and depend on the whole prompt.
+Uses ``lively_model`` (tests/conftest.py), whose greedy continuations vary token by token.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+import prefopt
 from prefopt.online import sampler as sampler_module
-from prefopt.online.sampler import (
-    HFSampler,
-    PromptItem,
-    SamplingParams,
-    make_sampler,
-    render_prompt,
-    resolve_engine,
-    split_completion,
-)
+from prefopt.online.completions import render_prompt, split_completion
+from prefopt.online.sampler import HFSampler, make_sampler, resolve_engine
+from prefopt.sampling import PromptItem, SamplingParams
 
+REPO = Path(prefopt.__file__).resolve().parents[1]
 PROMPTS = [
     PromptItem("short", "Hi"),
     PromptItem("chat", [{"role": "user", "content": "What is two plus two, please?"}]),
     PromptItem("plain", "A longer plain prompt here"),
 ]
-
-
-@pytest.fixture()
-def lively_model(tiny_model):
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in tiny_model.parameters():
-            if param.dim() == 2:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    return tiny_model
 
 
 def greedy(max_new_tokens: int = 12, **kwargs) -> SamplingParams:
@@ -154,9 +141,11 @@ def test_make_sampler(monkeypatch, tiny_model, tiny_tokenizer):
         make_sampler("hf", tiny_tokenizer)
     with pytest.raises(ValueError, match="model_path"):
         make_sampler("vllm", tiny_tokenizer)
+    with pytest.raises(ValueError, match="explicit dtype"):
+        make_sampler("vllm", tiny_tokenizer, model_path="/nonexistent")
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm now fails, installed or not
     with pytest.raises(ImportError, match=r"prefopt\[gpu\]"):
-        make_sampler("vllm", tiny_tokenizer, model_path="/nonexistent")
+        make_sampler("vllm", tiny_tokenizer, model_path="/nonexistent", dtype="float32")
 
 
 @pytest.mark.parametrize(
@@ -178,3 +167,12 @@ def test_sampling_params_validation(kwargs, message):
 
 def test_greedy_ignores_sampling_settings():
     assert SamplingParams(greedy=True, temperature=0.0, top_p=0.0).greedy
+
+
+def test_sampling_types_import_without_the_online_package():
+    """prefopt.sampling is the neutral layer: importing it, or the evaluator, loads no engine."""
+    code = (
+        "import sys, prefopt.sampling; assert not [m for m in sys.modules if m.startswith('prefopt.online')]; "
+        "import prefopt.evaluate.accuracy; assert 'prefopt.online.sampler' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
