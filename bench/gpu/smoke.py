@@ -170,7 +170,8 @@ def hf_engine(work: Path) -> dict[str, Any]:
     from prefopt.models import load_tokenizer
     from prefopt.online.policy import load_policy
     from prefopt.online.run_dir import RunDir
-    from prefopt.online.sampler import HFSampler, PromptItem, SamplingParams
+    from prefopt.online.sampler import HFSampler
+    from prefopt.sampling import PromptItem, SamplingParams
 
     path = save_random_model(work / "model")
     policy = load_policy(ModelConfig(name_or_path=path), RunDir(work / "engine-run"), 0)

@@ -144,7 +144,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
     from prefopt.evaluate.accuracy import paired_difference
     from prefopt.evaluate.model_eval import evaluate_model, load_any_model, read_problems
     from prefopt.io import write_json
-    from prefopt.online.sampler import SamplingParams
+    from prefopt.sampling import SamplingParams
     from prefopt.online.verifier import available_verifiers, get_verifier
 
     if args.verifier not in available_verifiers():
@@ -172,7 +172,8 @@ def run_accuracy(args: argparse.Namespace) -> int:
             loaded = load_any_model(spec, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
             instruction = args.instruction if args.instruction is not None else (loaded.instruction or fmt.instruction)
             reports[role] = evaluate_model(loaded, problems, instruction, verifier, params, engine=args.engine,
-                                           progress=not args.quiet, truncated=args.truncated)
+                                           progress=not args.quiet, truncated=args.truncated,
+                                           trust_remote_code=args.trust_remote_code)
             results[role] = {"model": spec, "instruction": instruction, **reports[role].to_dict()}
             del loaded
     output: dict = {"problems": args.problems, "n_problems": len(problems), "settings": {

@@ -21,8 +21,9 @@ from prefopt.evaluate.accuracy import AccuracyReport, evaluate_accuracy
 from prefopt.models import load_model, load_tokenizer, resolve
 from prefopt.online.problems import Problem, load_problems
 from prefopt.online.round_policy import EXPORT_INFO, load_round, parse_round
-from prefopt.online.sampler import SamplingParams, make_sampler, resolve_engine
+from prefopt.online.sampler import make_sampler, resolve_engine
 from prefopt.online.verifier import Truncated, Verifier
+from prefopt.sampling import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,16 @@ def load_any_model(spec: str, dtype: str | None = None, trust_remote_code: bool 
 
 def evaluate_model(
     loaded: LoadedModel, problems: list[Problem], instruction: str, verifier: Verifier, params: SamplingParams,
-    engine: str = "hf", progress: bool = True, truncated: Truncated = "incorrect",
+    engine: str = "hf", progress: bool = True, truncated: Truncated = "incorrect", trust_remote_code: bool = False,
 ) -> AccuracyReport:
     """Answer every problem with ``loaded`` (greedy, or ``params.n`` samples), verify and summarize."""
     if resolve_engine(engine) == "vllm":
         if loaded.weights_dir is None:
             raise DataSourceError(f"{loaded.label}: the vLLM engine needs weights in a directory; "
                                   "export a run's round first (prefopt export) or use --engine hf")
-        sampler = make_sampler("vllm", loaded.tokenizer, model_path=loaded.weights_dir)
+        dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+        sampler = make_sampler("vllm", loaded.tokenizer, model_path=loaded.weights_dir, dtype=dtype,
+                               trust_remote_code=trust_remote_code)
     else:
         sampler = make_sampler("hf", loaded.tokenizer, model=loaded.model, progress=progress)
     items = [p.prompt_item(instruction) for p in problems]

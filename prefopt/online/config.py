@@ -95,7 +95,12 @@ class RoundsConfig(Section):
 
 
 class SamplerConfig(Section):
-    """Rollout sampling: ``engine`` ``auto`` (vLLM on CUDA if installed, else HF), ``hf`` or ``vllm``."""
+    """Rollout sampling: ``engine`` ``auto`` (vLLM on CUDA if installed, else HF), ``hf`` or ``vllm``.
+
+    ``tensor_parallel_size`` (vLLM only): GPUs per engine, for a policy that does not fit one GPU.
+    Under ``accelerate launch`` every group of that many processes runs one engine and the prompts
+    are sharded over the groups; the number of processes must be a multiple of it.
+    """
 
     engine: Literal["auto", "hf", "vllm"] = "auto"
     n: int = Field(4, gt=0)
@@ -104,6 +109,14 @@ class SamplerConfig(Section):
     max_new_tokens: int = Field(256, gt=0)
     batch_size: int = Field(16, gt=0)
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, gt=0)
+
+    @model_validator(mode="after")
+    def _check_tensor_parallel(self) -> SamplerConfig:
+        if self.tensor_parallel_size > 1 and self.engine == "hf":
+            raise ValueError("sampler.tensor_parallel_size > 1 needs the vLLM engine; set sampler.engine=vllm "
+                             "(or auto on a GPU machine) or tensor_parallel_size=1")
+        return self
 
     def params(self, seed: int) -> SamplingParams:
         """The :class:`SamplingParams` for one round."""

@@ -55,7 +55,7 @@ from prefopt.online.problems import Problem, load_problems
 from prefopt.online.rewards import get_reward, score_rollouts
 from prefopt.online.run_dir import RunDir
 from prefopt.online.sampler import HFSampler, VLLMSampler, resolve_engine
-from prefopt.online.sharding import ShardedSampler
+from prefopt.online.sharding import ShardedSampler, vllm_parallelism
 from prefopt.online.trackers import log_round
 from prefopt.online.types import RewardState, Rollout, ScoredRollout
 from prefopt.online.verifier import Verifier, get_verifier, verify_rollouts
@@ -126,6 +126,7 @@ class RoundsRunner:
         self.train_problems = load_problems(cfg.train, split=cfg.train_split, **fields)
         self.eval_sets = load_eval_sets(recipe)
         self._check_problem_count()
+        self._check_processes()
         self.gold = {p.id: p.gold for p in self.train_problems}
         self.tokenizer = load_tokenizer(recipe.model.name_or_path, trust_remote_code=recipe.model.trust_remote_code)
         self._policy: tuple[int, Any] | None = None
@@ -141,6 +142,14 @@ class RoundsRunner:
                 f"{self.run.root} was started with a different recipe (sections differing: {', '.join(changed)}); "
                 f"resume with the original recipe (only {' and '.join(RESUMABLE_CHANGES)} may change) "
                 "or choose a new run.name"
+            )
+
+    def _check_processes(self) -> None:
+        tp = self.recipe.sampler.tensor_parallel_size
+        if resolve_engine(self.recipe.sampler.engine) == "vllm" and self.processes.world > 1 and self.processes.world % tp:
+            raise RecipeError(
+                f"sampler.tensor_parallel_size={tp} does not divide the {self.processes.world} launched processes; "
+                "launch a multiple of it (accelerate launch --num_processes)"
             )
 
     def _check_problem_count(self) -> None:
@@ -209,8 +218,14 @@ class RoundsRunner:
             model = self.recipe.model
             self._vllm = (index, VLLMSampler(path, self.tokenizer, dtype=model.dtype,
                                              trust_remote_code=model.trust_remote_code,
-                                             gpu_memory_utilization=cfg.gpu_memory_utilization))
+                                             gpu_memory_utilization=cfg.gpu_memory_utilization,
+                                             **vllm_parallelism(self.processes, cfg.tensor_parallel_size)))
         return self._vllm[1]
+
+    def _sharded(self, sampler: Sampler) -> ShardedSampler:
+        """``sampler`` over this process's shard (vLLM tensor-parallel groups share one shard)."""
+        vllm = resolve_engine(self.recipe.sampler.engine) == "vllm" and self.processes.world > 1
+        return ShardedSampler(sampler, self.processes, self.recipe.sampler.tensor_parallel_size if vllm else 1)
 
     def _release_vllm(self) -> None:
         """Drop the vLLM engine and return its GPU memory (before training, or before the next policy's engine)."""
@@ -223,7 +238,7 @@ class RoundsRunner:
         problems = round_problems(self.train_problems, self.recipe, index)
         items = [p.prompt_item(self.recipe.problems.instruction) for p in problems]
         params = self.recipe.sampler.params(seed=self.recipe.rounds.seed * 1000 + index)
-        rollouts, stats = ShardedSampler(self._sampler(index - 1), self.processes).sample(items, params, index)
+        rollouts, stats = self._sharded(self._sampler(index - 1)).sample(items, params, index)
         if not self.processes.is_main:
             return
         write_jsonl(self.run.round_dir(index) / "rollouts.jsonl", [r.to_dict() for r in rollouts])
@@ -336,7 +351,7 @@ class RoundsRunner:
     def _eval(self, index: int) -> None:
         directory = self.run.round_dir(index)
         instruction = self.recipe.problems.instruction
-        sampler = ShardedSampler(self._sampler(index), self.processes)
+        sampler = self._sharded(self._sampler(index))
         reports = {}
         for name, problems in self.eval_sets.items():
             logger.info("round %d: evaluating on %s (%d problems)", index, name, len(problems))

@@ -28,7 +28,7 @@ from prefopt.online.config import load_rounds_recipe
 from prefopt.online.pairs import build_pairs
 from prefopt.online.rewards import get_reward, score_rollouts
 from prefopt.online.rounds import RoundsRunner
-from prefopt.online.sampler import PromptItem, SamplerStats, SamplingParams
+from prefopt.sampling import PromptItem, SamplerStats, SamplingParams
 from prefopt.online.types import RewardState, Rollout, ScoredRollout, VerifyResult
 
 MAX_NEW_TOKENS = 64

@@ -96,6 +96,8 @@ KEYS: dict[str, str | tuple[str, str]] = {
 }
 NOT_ON_THIS_MACHINE = {
     "sampler.gpu_memory_utilization": "vLLM only (CUDA): passed to the vLLM engine",
+    "sampler.tensor_parallel_size": "vLLM only (CUDA); its sharding and engine arguments: "
+                                    "tests/online/test_rounds_processes.py",
     "problems.train_split": "Hub datasets only (this machine has no Hub access)",
     "eval.sets.split": "Hub datasets only (this machine has no Hub access)",
     "eval.sets.config_name": "Hub datasets only (this machine has no Hub access)",
