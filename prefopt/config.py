@@ -225,28 +225,37 @@ class OptimConfig(Section):
         return value
 
 
-class TrainConfig(Section):
-    """Loop, batching, checkpointing. ``batch_size`` is per device; the global batch is
-    ``batch_size * grad_accum * processes``. ``max_steps`` (when set) overrides ``epochs``."""
+class LoopConfig(Section):
+    """The training loop shared by ``prefopt train`` and each round of ``prefopt rounds``.
 
-    output_dir: str
+    ``batch_size`` is per device; the global batch is ``batch_size * grad_accum * processes``.
+    ``max_steps`` (when set) overrides ``epochs``. ``save_steps``: checkpoint every N steps (a killed
+    run resumes from the last complete checkpoint). ``ddp_timeout``: the process group's collective
+    timeout in seconds (TrainingArguments.ddp_timeout); the sharded reference precomputation must
+    finish within it.
+    """
+
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, gt=0)
     batch_size: int = Field(2, gt=0)
-    eval_batch_size: int | None = Field(None, gt=0)
     grad_accum: int = Field(1, gt=0)
     seed: int = 42
     save_steps: int | None = Field(None, gt=0)
-    save_total_limit: int | None = Field(None, gt=0)
-    eval_steps: int | None = Field(None, gt=0)
-    resume: bool | str = False
     gradient_checkpointing: bool = False
     bf16: bool = False
     logps_chunk_size: int | None = Field(None, gt=0)
     dataloader_num_workers: int = Field(0, ge=0)
-    # Collective timeout of the process group (TrainingArguments.ddp_timeout), seconds; the sharded
-    # reference precomputation must finish within it.
     ddp_timeout: int = Field(1800, gt=0)
+
+
+class TrainConfig(LoopConfig):
+    """``prefopt train``'s loop: :class:`LoopConfig` plus the output directory, evaluation, checkpoint limit and resume."""
+
+    output_dir: str
+    eval_batch_size: int | None = Field(None, gt=0)
+    save_total_limit: int | None = Field(None, gt=0)
+    eval_steps: int | None = Field(None, gt=0)
+    resume: bool | str = False
 
 
 class LoggingConfig(Section):

@@ -48,7 +48,7 @@ def test_valid_recipe_fills_defaults(recipe_file):
     ("override", "where", "valid"),
     [
         ("trian.max_steps=3", "trian", "model, data, loss, optim, train, logging"),
-        ("train.max_step=3", "train.max_step", "output_dir, epochs, max_steps"),
+        ("train.max_step=3", "train.max_step", "epochs, max_steps, batch_size"),
         ("model.lora.rank=4", "model.lora.rank", "r, alpha, dropout, target_modules, modules_to_save"),
     ],
 )

@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from prefopt.config import (
     LoggingConfig,
+    LoopConfig,
     LossConfig,
     ModelConfig,
     OptimConfig,
@@ -209,19 +210,14 @@ class PairsConfig(Section):
         return self
 
 
-class RoundTrainConfig(Section):
-    """Per-round training (the output directory is the round's; ``max_steps`` overrides ``epochs``).
-
-    ``save_steps``: checkpoint every N steps, so a run killed during training resumes from the last
-    checkpoint instead of redoing the round's training.
+class RoundTrainConfig(LoopConfig):
+    """Per-round training: ``prefopt train``'s loop (:class:`~prefopt.config.LoopConfig`: bf16, gradient
+    checkpointing, the log-prob chunk size, ...) plus the pairs' token limits; the output directory
+    is the round's. ``save_steps`` lets a run killed during training resume from the last checkpoint
+    instead of redoing the round's training.
     """
 
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, gt=0)
-    save_steps: int | None = Field(None, gt=0)
     batch_size: int = Field(4, gt=0)
-    grad_accum: int = Field(1, gt=0)
-    seed: int = 42
     max_length: int = Field(512, gt=0)
     max_prompt_length: int = Field(256, gt=0)
 

@@ -61,9 +61,8 @@ from prefopt.online.types import RewardState, Rollout, ScoredRollout
 from prefopt.online.verifier import Verifier, get_verifier, verify_rollouts
 from prefopt.processes import Processes
 from prefopt.sampling import Sampler
-from prefopt.train import PreferenceConfig, PreferenceTrainer, add_lora, optim_arguments
+from prefopt.train import PreferenceTrainer, add_lora, loop_arguments
 from prefopt.train.checkpoints import last_complete_checkpoint
-from prefopt.train.run import processes_without_accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -318,16 +317,11 @@ class RoundsRunner:
             ref_model = load_initial(recipe.model)
         elif reference == "live" and recipe.model.lora is not None:
             ref_model = load_policy(recipe.model, self.run, index - 1)
-        args = PreferenceConfig(
-            output_dir=str(directory / "train"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
-            per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-            **optim_arguments(recipe.optim), seed=cfg.seed + index,
-            save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500,
-            logging_steps=recipe.logging.logging_steps, report_to=recipe.logging.report_to,
-            run_name=f"{recipe.logging.run_name or recipe.run.name}-round{index:03d}",
-            disable_tqdm=not self.progress, reference_batch_size=recipe.loss.reference_batch_size,
+        args = loop_arguments(
+            cfg, recipe.optim, recipe.logging, recipe.loss, recipe.model, output_dir=str(directory / "train"),
+            seed=cfg.seed + index, run_name=f"{recipe.logging.run_name or recipe.run.name}-round{index:03d}",
+            disable_tqdm=not self.progress,
             reference_cache_dir=recipe.loss.reference_cache_dir or str(self.run.root / "reference_cache"),
-            use_cpu=processes_without_accelerator(),
         )
         trainer = PreferenceTrainer(policy, args, loss=loss, train_dataset=pairs, processing_class=self.tokenizer,
                                     ref_model=ref_model, reference=reference, callbacks=[_FaultCallback(index)])

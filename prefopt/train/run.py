@@ -19,12 +19,21 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
-from prefopt.config import DataConfig, ModelConfig, OptimConfig, Recipe, RecipeError
+from prefopt.config import (
+    DataConfig,
+    LoggingConfig,
+    LoopConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    Recipe,
+    RecipeError,
+)
 from prefopt.data import load_pairs, tokenize_pairs
 from prefopt.losses import get_loss
 from prefopt.models import load_model, load_tokenizer
-from prefopt.train.compat import checkpointing_arguments
 from prefopt.train.checkpoints import last_complete_checkpoint
+from prefopt.train.compat import checkpointing_arguments
 from prefopt.train.trainer import PreferenceConfig, PreferenceTrainer
 
 logger = logging.getLogger(__name__)
@@ -97,14 +106,15 @@ def build_dataset(config: DataConfig, tokenizer: PreTrainedTokenizerBase, split:
     return tokenized
 
 
-def processes_without_accelerator() -> bool:
-    """Whether this is one of several launched processes (``accelerate launch``/``torchrun``) with no accelerator.
+def runs_on_cpu(model: ModelConfig) -> bool:
+    """Whether training runs on the CPU: ``model.device: cpu``, or no accelerator at all.
 
-    ``transformers`` then finds no device backend and, unless told ``use_cpu``, silently runs every
-    process as an independent single-process job; with ``use_cpu`` the processes train together
-    over gloo (CPU data parallelism, as in docs/distributed.md).
+    ``TrainingArguments`` must then be told ``use_cpu``: several launched processes
+    (``accelerate launch``/``torchrun``) would otherwise find no device backend and silently train
+    as independent single-process jobs (with it they join one gloo group: CPU data parallelism, as
+    in docs/distributed.md), and ``bf16`` autocast on the CPU is refused without it.
     """
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
+    return model.device == "cpu" or not torch.accelerator.is_available()
 
 
 def optim_arguments(optim: OptimConfig) -> dict[str, Any]:
@@ -113,35 +123,49 @@ def optim_arguments(optim: OptimConfig) -> dict[str, Any]:
                 lr_scheduler_type=optim.scheduler, optim=optim.optimizer, max_grad_norm=optim.max_grad_norm)
 
 
-def training_arguments(recipe: Recipe) -> PreferenceConfig:
-    """Map the recipe's optim/train/logging/loss settings onto :class:`PreferenceConfig`."""
-    optim, run, log, loss = recipe.optim, recipe.train, recipe.logging, recipe.loss
-    has_eval = recipe.data.eval is not None
-    return PreferenceConfig(
-        output_dir=run.output_dir,
-        num_train_epochs=run.epochs,
-        max_steps=run.max_steps or -1,
-        per_device_train_batch_size=run.batch_size,
-        per_device_eval_batch_size=run.eval_batch_size or run.batch_size,
-        gradient_accumulation_steps=run.grad_accum,
+def loop_arguments(
+    loop: LoopConfig, optim: OptimConfig, log: LoggingConfig, loss: LossConfig, model: ModelConfig, **overrides: Any
+) -> PreferenceConfig:
+    """The one mapping of recipe sections onto :class:`PreferenceConfig`, for ``prefopt train`` and every round.
+
+    ``overrides`` (the output directory, and whatever the caller sets itself: ``prefopt train``'s
+    evaluation and checkpoint limit, a round's seed and run name) are passed on as given.
+    """
+    arguments: dict[str, Any] = dict(
+        num_train_epochs=loop.epochs,
+        max_steps=loop.max_steps or -1,
+        per_device_train_batch_size=loop.batch_size,
+        gradient_accumulation_steps=loop.grad_accum,
         **optim_arguments(optim),
-        seed=run.seed,
-        save_strategy="steps" if run.save_steps else "no",
-        save_steps=run.save_steps or 500,
-        save_total_limit=run.save_total_limit,
-        eval_strategy=("steps" if run.eval_steps else "epoch") if has_eval else "no",
-        eval_steps=run.eval_steps,
-        **checkpointing_arguments(run.gradient_checkpointing),
-        bf16=run.bf16,
-        ddp_timeout=run.ddp_timeout,
-        dataloader_num_workers=run.dataloader_num_workers,
+        seed=loop.seed,
+        save_strategy="steps" if loop.save_steps else "no",
+        save_steps=loop.save_steps or 500,
+        **checkpointing_arguments(loop.gradient_checkpointing),
+        bf16=loop.bf16,
+        ddp_timeout=loop.ddp_timeout,
+        dataloader_num_workers=loop.dataloader_num_workers,
         logging_steps=log.logging_steps,
         report_to=log.report_to,
         run_name=log.run_name,
         reference_batch_size=loss.reference_batch_size,
         reference_cache_dir=loss.reference_cache_dir,
-        logps_chunk_size=run.logps_chunk_size,
-        use_cpu=recipe.model.device == "cpu" or processes_without_accelerator(),
+        logps_chunk_size=loop.logps_chunk_size,
+        use_cpu=runs_on_cpu(model),
+    )
+    return PreferenceConfig(**{**arguments, **overrides})
+
+
+def training_arguments(recipe: Recipe) -> PreferenceConfig:
+    """``prefopt train``'s :class:`PreferenceConfig`: :func:`loop_arguments` plus evaluation and the checkpoint limit."""
+    run = recipe.train
+    has_eval = recipe.data.eval is not None
+    return loop_arguments(
+        run, recipe.optim, recipe.logging, recipe.loss, recipe.model,
+        output_dir=run.output_dir,
+        per_device_eval_batch_size=run.eval_batch_size or run.batch_size,
+        save_total_limit=run.save_total_limit,
+        eval_strategy=("steps" if run.eval_steps else "epoch") if has_eval else "no",
+        eval_steps=run.eval_steps,
     )
 
 

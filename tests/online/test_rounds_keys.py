@@ -83,6 +83,11 @@ KEYS: dict[str, str | tuple[str, str]] = {
     "train.seed": K + "test_training_receives_every_model_optim_train_and_logging_key",
     "train.max_length": K + "test_training_receives_every_model_optim_train_and_logging_key",
     "train.max_prompt_length": K + "test_training_receives_every_model_optim_train_and_logging_key",
+    "train.gradient_checkpointing": K + "test_training_receives_every_model_optim_train_and_logging_key",
+    "train.bf16": K + "test_training_receives_every_model_optim_train_and_logging_key",
+    "train.logps_chunk_size": K + "test_training_receives_every_model_optim_train_and_logging_key",
+    "train.dataloader_num_workers": K + "test_training_receives_every_model_optim_train_and_logging_key",
+    "train.ddp_timeout": K + "test_training_receives_every_model_optim_train_and_logging_key",
     "eval.sets.path": "tests/online/test_rounds.py::test_rounds_write_every_step_and_metrics",
     "eval.sets.limit": "tests/online/test_rounds.py::test_rounds_write_every_step_and_metrics",
     "eval.sets.question_field": "tests/online/test_rounds_config.py::test_eval_sets",
@@ -192,7 +197,9 @@ def test_training_receives_every_model_optim_train_and_logging_key(tmp_path, tin
         "model": {"lora": lora, "dtype": "float32", "attn_implementation": "eager", "trust_remote_code": False},
         "optim": {"lr": 0.02, "weight_decay": 0.05, "warmup_ratio": 0.2, "scheduler": "linear",
                   "optimizer": "adamw_torch", "max_grad_norm": 0.5},
-        "train": {"max_steps": 1, "batch_size": 2, "seed": 7, "max_length": 200, "max_prompt_length": 100},
+        "train": {"max_steps": 1, "batch_size": 2, "seed": 7, "max_length": 200, "max_prompt_length": 100,
+                  "gradient_checkpointing": True, "bf16": True, "logps_chunk_size": 64, "dataloader_num_workers": 0,
+                  "ddp_timeout": 900},
         "loss": {"name": "dpo", "beta": 0.1, "reference_batch_size": 3, "reference_cache_dir": str(tmp_path / "cache")},
         "logging": {"report_to": "none", "logging_steps": 2, "run_name": "mine"}})
     (call,) = recorder.calls
@@ -201,6 +208,8 @@ def test_training_receives_every_model_optim_train_and_logging_key(tmp_path, tin
             args.optim.value, args.max_grad_norm) == (0.02, 0.05, 0.2, "linear", "adamw_torch", 0.5)
     assert (args.seed, args.logging_steps, args.report_to, args.run_name) == (8, 2, [], "mine-round001")
     assert (args.reference_batch_size, args.reference_cache_dir) == (3, str(tmp_path / "cache"))
+    assert (args.gradient_checkpointing or getattr(args, "activation_checkpointing", False)) and args.bf16
+    assert (args.logps_chunk_size, args.dataloader_num_workers, args.ddp_timeout) == (64, 0, 900)
     assert any((tmp_path / "cache").iterdir()) and not (run.recipe.run.directory / "reference_cache").exists()
     peft = model.peft_config["default"]
     assert (peft.r, peft.lora_alpha, peft.lora_dropout, set(peft.target_modules)) == (2, 6, 0.25, {"q_proj", "v_proj"})

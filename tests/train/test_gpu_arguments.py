@@ -4,6 +4,8 @@ arguments built before the model is loaded, ``train.ddp_timeout`` and ``model.de
 
 from __future__ import annotations
 
+from unittest import mock
+
 import dataclasses
 
 import peft
@@ -81,8 +83,12 @@ def test_ddp_timeout_and_cpu_device_reach_the_arguments(tmp_path, tiny_model_dir
     recipe = load_recipe(recipe_file(tmp_path, tiny_model_dir, train={"ddp_timeout": 7200}, model={"device": "cpu"}))
     args = training_arguments(recipe)
     assert args.ddp_timeout == 7200 and args.use_cpu
-    default = training_arguments(load_recipe(recipe_file(tmp_path / "d", tiny_model_dir)))
-    assert default.ddp_timeout == 1800 and not default.use_cpu
+    default = load_recipe(recipe_file(tmp_path / "d", tiny_model_dir))
+    assert training_arguments(default).ddp_timeout == 1800
+    with mock.patch("torch.accelerator.is_available", return_value=True):  # device "auto" with an accelerator
+        assert not training_arguments(default).use_cpu
+    with mock.patch("torch.accelerator.is_available", return_value=False):  # no accelerator: bf16 needs use_cpu
+        assert training_arguments(default).use_cpu
 
 
 def test_train_rejects_a_device_it_does_not_place(tmp_path, tiny_model_dir):
