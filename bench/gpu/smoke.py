@@ -212,14 +212,14 @@ def rounds(work: Path) -> dict[str, Any]:
         (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     raw = {"run": {"name": "smoke", "output_root": str(root / "runs")},
            "model": {"name_or_path": save_random_model(work / "model"), **LORA},
-           "problems": {"train": str(root / "train.jsonl"), "heldout": str(root / "heldout.jsonl"),
-                        "instruction": "Answer after ####."},
+           "problems": {"train": str(root / "train.jsonl"), "instruction": "Answer after ####."},
            "rounds": {"count": 2, "prompts_per_round": 8, "reference": "initial"},
            "sampler": {"engine": "hf", "n": 4, "max_new_tokens": 32, "batch_size": 8},
            "verifier": {"name": "exact"}, "reward": {"name": "smoke_sample_index"},
            "pairs": {"strategy": "best_vs_worst"}, "loss": {"name": "dpo", "beta": 0.1}, "optim": {"lr": 1e-4},
            "train": {"max_steps": 2, "batch_size": 4, "max_length": 256, "max_prompt_length": 200},
-           "eval": {"max_new_tokens": 32, "batch_size": 8}, "logging": {"report_to": "none", "logging_steps": 1}}
+           "eval": {"sets": {"heldout": {"path": str(root / "heldout.jsonl")}}, "max_new_tokens": 32, "batch_size": 8},
+           "logging": {"report_to": "none", "logging_steps": 1}}
     (root / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     try:
         rows = rounds_module.RoundsRunner(load_rounds_recipe(root / "recipe.yaml"), progress=False).run_all()
