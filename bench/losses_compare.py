@@ -40,16 +40,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
-import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from losses_compare_report import generation_metrics, preference_metrics, read_test, report
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -64,7 +62,6 @@ DEFAULT_LOSSES = (  # run in this order (a run cut short has the first rows): on
     "ld_dpo:ld_alpha=0.2",
     "ld_dpo:ld_alpha=0.2,ld_on_reference=false",
 )
-Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -118,20 +115,6 @@ def cached(path: Path, compute) -> Any:
     value = compute()
     write_json(path, value)
     return value
-
-
-def mean_interval(values: list[float]) -> dict[str, float]:
-    """Mean with a normal-approximation 95% interval."""
-    mean = statistics.fmean(values)
-    half = Z95 * statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half}
-
-
-def proportion(hits: int, n: int) -> dict[str, float]:
-    from prefopt.evaluate.accuracy import wilson_interval
-
-    low, high = wilson_interval(hits, n)
-    return {"rate": hits / n if n else float("nan"), "ci_low": low, "ci_high": high, "k": hits, "n": n}
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -215,25 +198,6 @@ def implicit_rewards(model, pairs, spec: LossSpec, args: argparse.Namespace, tok
             "chosen_len": [len(x) for x in pairs["chosen_ids"]], "rejected_len": [len(x) for x in pairs["rejected_ids"]]}
 
 
-def preference_metrics(rewards: dict[str, list]) -> dict[str, Any]:
-    """Accuracy, margin and length exploitation (vs the labels' own rate) from per-pair rewards."""
-    from prefopt.evaluate.accuracy import paired_difference
-
-    c, r, lc, lr = rewards["chosen"], rewards["rejected"], rewards["chosen_len"], rewards["rejected_len"]
-    unequal = [i for i in range(len(c)) if lc[i] != lr[i]]
-    labels_longer = {str(i): lc[i] > lr[i] for i in unequal}
-    model_longer = {str(i): (c[i] > r[i]) if lc[i] > lr[i] else (r[i] > c[i]) for i in unequal}
-    diff = paired_difference(labels_longer, model_longer)
-    return {
-        "accuracy": proportion(sum(a > b for a, b in zip(c, r)), len(c)),
-        "margin": mean_interval([a - b for a, b in zip(c, r)]),
-        "prefers_longer": proportion(sum(model_longer.values()), len(unequal)),
-        "labels_prefer_longer": proportion(sum(labels_longer.values()), len(unequal)),
-        "prefers_longer_minus_labels": {"diff": diff.diff, "ci_low": diff.ci_low, "ci_high": diff.ci_high,
-                                        "p_value": diff.p_value},
-    }
-
-
 def generate(model, tokenizer, data: BenchData, args: argparse.Namespace) -> dict[str, Any]:
     """Greedy answers to the first ``--gen-prompts`` test prompts: lengths, and verified outcomes when possible."""
     from prefopt.data import load_pairs
@@ -256,27 +220,6 @@ def generate(model, tokenizer, data: BenchData, args: argparse.Namespace) -> dic
     return {"lengths": {r.prompt_id: r.length for r in rollouts},
             "truncation_rate": sum(r.finish_reason == "length" for r in rollouts) / len(rollouts),
             "seconds": time.perf_counter() - start, "tokens_per_second": stats.tokens_per_second}
-
-
-def generation_metrics(gen: dict[str, Any], start: dict[str, Any]) -> dict[str, Any]:
-    """Length (mean, median, paired change from the start) and verified accuracy with its paired difference."""
-    from prefopt.evaluate.accuracy import paired_difference
-
-    ids = sorted(gen["lengths"])
-    lengths = [gen["lengths"][i] for i in ids]
-    metrics = {
-        "length": mean_interval(lengths),
-        "median_length": statistics.median(lengths),
-        "length_change": mean_interval([gen["lengths"][i] - start["lengths"][i] for i in ids]),
-        "relative_length_change": statistics.fmean(lengths) / statistics.fmean(start["lengths"].values()) - 1,
-        "truncation_rate": gen["truncation_rate"],
-    }
-    if "outcomes" in gen:
-        diff = paired_difference(start["outcomes"], gen["outcomes"])
-        metrics["verified"] = proportion(sum(gen["outcomes"].values()), len(gen["outcomes"]))
-        metrics["verified_change"] = {"diff": diff.diff, "ci_low": diff.ci_low, "ci_high": diff.ci_high,
-                                      "p_value": diff.p_value}
-    return metrics
 
 
 # ------------------------------------------------------------------------------------- training
@@ -361,18 +304,13 @@ def run(args: argparse.Namespace, specs: list[LossSpec]) -> None:
             one(data, spec, args.seed, args.lrs)
     for data in bench:
         for spec in top_specs(args, data, specs):
-            lr = read_test(args, data, spec, args.seed)["lr"]
+            lr = read_test(args.workdir, data.name, spec.slug, args.seed)["lr"]
             one(data, spec, args.second_seed, [lr])
-
-
-def read_test(args: argparse.Namespace, data: BenchData, spec: LossSpec, seed: int) -> dict[str, Any] | None:
-    path = args.workdir / data.name / spec.slug / f"seed{seed}.test.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def val_of(args: argparse.Namespace, data: BenchData, spec: LossSpec) -> dict[str, Any] | None:
     """The validation result of the learning rate kept for ``spec`` (first seed), if it has been run."""
-    test = read_test(args, data, spec, args.seed)
+    test = read_test(args.workdir, data.name, spec.slug, args.seed)
     if test is None:
         return None
     return json.loads((args.workdir / data.name / spec.slug / f"lr{test['lr']:g}-seed{args.seed}" / "val.json").read_text())
@@ -384,108 +322,6 @@ def top_specs(args: argparse.Namespace, data: BenchData, specs: list[LossSpec]) 
     done = [(v, s) for v, s in done if v is not None]
     done.sort(key=lambda vs: (vs[0]["val"]["accuracy"]["rate"], vs[0]["val"]["margin"]["mean"]), reverse=True)
     return [s for _, s in done[: args.seed_rows]]
-
-
-# -------------------------------------------------------------------------------------- outputs
-def _ci(m: dict[str, float], key: str = "rate", scale: float = 1.0, fmt: str = ".2f") -> str:
-    return f"{m[key] * scale:{fmt}} [{m['ci_low'] * scale:{fmt}}, {m['ci_high'] * scale:{fmt}}]"
-
-
-def table(rows: list[dict[str, Any]], starts: dict[str, Any], missing: list[str]) -> str:
-    """The results as one markdown table (a block of rows per dataset)."""
-    lines = ["| data | loss | seed | lr | pref. acc. [95%] | margin | prefers longer [95%] (labels) | "
-             "gen. length mean / median | Δ length vs start [95%] | verified acc. [95%] | Δ verified [95%], p |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, start in starts.items():
-        lengths = list(start["lengths"].values())
-        verified = _ci(proportion(sum(start["outcomes"].values()), len(start["outcomes"]))) if "outcomes" in start else "—"
-        lines.append(f"| {name} | starting model | | | — | — | — | {statistics.fmean(lengths):.1f} / "
-                     f"{statistics.median(lengths):g} | — | {verified} | — |")
-        for r in (r for r in rows if r["data"] == name):
-            t, g = r["test"], r["generation"]
-            verified = _ci(g["verified"]) if "verified" in g else "—"
-            change = (f"{_ci(g['verified_change'], 'diff', 100, '+.0f')} pts, p={g['verified_change']['p_value']:.2g}"
-                      if "verified_change" in g else "—")
-            lines.append(
-                f"| {name} | {r['loss']} | {r['seed']} | {r['lr']:g} | {_ci(t['accuracy'])} | {t['margin']['mean']:.2f} | "
-                f"{_ci(t['prefers_longer'])} ({t['labels_prefer_longer']['rate']:.2f}) | "
-                f"{g['length']['mean']:.1f} / {g['median_length']:g} | {_ci(g['length_change'], 'mean', fmt='+.1f')} | "
-                f"{verified} | {change} |")
-    lines += [f"\nNot run (yet): {', '.join(missing)}."] if missing else []
-    return "\n".join(lines)
-
-
-def plot(rows: list[dict[str, Any]], starts: dict[str, Any], path: Path, first_seed: int) -> None:
-    """Preference accuracy (hh) / verified accuracy (arithmetic) against mean generated length, a marker per loss."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    markers = "osD^v<>pPX*h"
-    labels = sorted({r["loss"] for r in rows})
-    fig, axes = plt.subplots(1, len(starts), figsize=(6.5 * len(starts), 4.8), squeeze=False)
-    for ax, (name, start) in zip(axes[0], starts.items()):
-        verified = "outcomes" in start
-        for r in (r for r in rows if r["data"] == name):
-            g = r["generation"]
-            y = g["verified"] if verified else r["test"]["accuracy"]
-            ax.errorbar(g["length"]["mean"], y["rate"], yerr=[[y["rate"] - y["ci_low"]], [y["ci_high"] - y["rate"]]],
-                        xerr=[[g["length"]["mean"] - g["length"]["ci_low"]], [g["length"]["ci_high"] - g["length"]["mean"]]],
-                        fmt=markers[labels.index(r["loss"]) % len(markers)], capsize=3, alpha=1.0 if r["seed"] == first_seed else 0.4,
-                        label=r["loss"] if r["seed"] == first_seed else None)
-        ax.axvline(statistics.fmean(start["lengths"].values()), color="grey", ls="--", label="starting model length")
-        if verified:
-            ax.axhline(statistics.fmean(start["outcomes"].values()), color="grey", ls=":", label="starting model accuracy")
-        ax.set_xlabel("mean generated length (tokens, greedy)")
-        ax.set_ylabel("verified accuracy (test prompts)" if verified else "implicit-reward preference accuracy (test)")
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-
-
-def report(args: argparse.Namespace, specs: list[LossSpec], wall_s: float | None) -> str:
-    """Collect every finished result into ``--out``, ``--table`` and ``--plot``; return the table."""
-    from prefopt.online.run_dir import atomic_write_text, write_json
-
-    bench = [d for d in datasets_of(args) if (args.workdir / d.name / "start.json").is_file()]
-    starts = {d.name: json.loads((args.workdir / d.name / "start.json").read_text()) for d in bench}
-    rows, grid, missing = [], [], []
-    for data in bench:
-        for spec in specs:
-            grid += [json.loads(p.read_text()) | {"data": data.name}
-                     for p in sorted((args.workdir / data.name / spec.slug).glob("lr*-seed*/val.json"))]
-            for seed in (args.seed, args.second_seed):
-                result = read_test(args, data, spec, seed)
-                if result is not None:
-                    rows.append({"data": data.name, **{k: v for k, v in result.items() if k not in ("rewards", "gen_raw")}})
-                elif seed == args.seed:
-                    missing.append(f"{data.name}/{spec.text}")
-    text = table(rows, starts, missing)
-    import torch
-    import transformers
-
-    write_json(args.out, {
-        "command": " ".join(sys.argv), "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "transformers": transformers.__version__},
-        "wall_s": wall_s, "stage_seconds": stage_seconds(grid, rows),
-        "data": {d.name: json.loads((args.workdir / d.name / "splits.json").read_text()) for d in bench},
-        "starting_model": starts,
-        "grid": grid, "results": rows, "not_run": missing,
-    })
-    atomic_write_text(args.table, text + "\n")
-    if rows:
-        plot(rows, starts, args.plot, args.seed)
-    return text
-
-
-def stage_seconds(grid: list[dict], rows: list[dict]) -> dict[str, float]:
-    return {"train": sum(g["train_s"] for g in grid), "validation": sum(g["val_s"] for g in grid),
-            "test_scoring": sum(r["test_s"] for r in rows), "generation": sum(r["gen_s"] for r in rows)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

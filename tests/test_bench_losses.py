@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _bench():
+    sys.path.insert(0, str(REPO / "bench"))  # as `python bench/losses_compare.py` has it (its report module)
     spec = importlib.util.spec_from_file_location("losses_compare", REPO / "bench" / "losses_compare.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve the module's annotations through sys.modules
@@ -91,7 +92,7 @@ def test_losses_compare_partial_report(tmp_path, tiny_model_dir):
     """A run cut short reports what finished and names the rows not run."""
     bench = _bench()
     argv = _argv(tmp_path, tiny_model_dir)
-    bench.main(argv[:3] + ["dpo"] + argv[5:] + ["--datasets", "arithmetic", "--seed-rows", "0"])
+    bench.main(argv[:3] + ["dpo"] + argv[5:] + ["--datasets", "arithmetic", "--seed-rows", "0", "--lrs", "1e-2"])
     bench.main(argv + ["--datasets", "arithmetic", "--report-only"])
     results = json.loads((tmp_path / "results.json").read_text())
     assert [r["loss"] for r in results["results"]] == ["dpo"]
