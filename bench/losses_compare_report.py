@@ -101,7 +101,7 @@ def plot(rows: list[dict[str, Any]], starts: dict[str, Any], path: Path, first_s
     import matplotlib.pyplot as plt
 
     markers = "osD^v<>pPX*h"
-    labels = sorted({r["loss"] for r in rows})
+    index = {loss: i for i, loss in enumerate(dict.fromkeys(r["loss"] for r in rows))}  # same marker and colour per loss
     fig, axes = plt.subplots(1, len(starts), figsize=(6.5 * len(starts), 4.8), squeeze=False)
     for ax, (name, start) in zip(axes[0], starts.items()):
         verified = "outcomes" in start
@@ -110,17 +110,20 @@ def plot(rows: list[dict[str, Any]], starts: dict[str, Any], path: Path, first_s
             y = g["verified"] if verified else r["test"]["accuracy"]
             ax.errorbar(g["length"]["mean"], y["rate"], yerr=[[y["rate"] - y["ci_low"]], [y["ci_high"] - y["rate"]]],
                         xerr=[[g["length"]["mean"] - g["length"]["ci_low"]], [g["length"]["ci_high"] - g["length"]["mean"]]],
-                        fmt=markers[labels.index(r["loss"]) % len(markers)], capsize=3, alpha=1.0 if r["seed"] == first_seed else 0.4,
-                        label=r["loss"] if r["seed"] == first_seed else None)
+                        fmt=markers[index[r["loss"]] % len(markers)], color=plt.cm.tab10(index[r["loss"]] % 10), capsize=3,
+                        alpha=1.0 if r["seed"] == first_seed else 0.4, label=r["loss"] if r["seed"] == first_seed else None)
         ax.axvline(statistics.fmean(start["lengths"].values()), color="grey", ls="--", label="starting model length")
         if verified:
             ax.axhline(statistics.fmean(start["outcomes"].values()), color="grey", ls=":", label="starting model accuracy")
         ax.set_xlabel("mean generated length (tokens, greedy)")
         ax.set_ylabel("verified accuracy (test prompts)" if verified else "implicit-reward preference accuracy (test)")
-        ax.set_title(name)
+        ax.set_title(f"{name}: {'verified accuracy' if verified else 'preference accuracy'} vs generated length")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    handles = {}
+    for ax in axes[0]:
+        handles |= dict(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(handles.values(), handles.keys(), fontsize=7, loc="lower center", ncol=4, title="faded: second seed")
+    fig.tight_layout(rect=(0, 0.05 + 0.035 * ((len(handles) + 3) // 4), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 
