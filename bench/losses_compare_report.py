@@ -148,7 +148,7 @@ def report(args: argparse.Namespace, specs: list, wall_s: float | None) -> str:
             for seed in (args.seed, args.second_seed):
                 result = read_test(args.workdir, data, spec.slug, seed)
                 if result is not None:
-                    rows.append({"data": data, **{k: v for k, v in result.items() if k not in ("rewards", "gen_raw")}})
+                    rows.append({"data": data, **result})  # raw: per-pair rewards and per-prompt answers too
                 elif seed == args.seed:
                     missing.append(f"{data}/{spec.text}")
     text = table(rows, starts, missing)
