@@ -71,7 +71,7 @@ def _ci(m: dict[str, float], key: str = "rate", scale: float = 1.0, fmt: str = "
 
 def table(rows: list[dict[str, Any]], starts: dict[str, Any], missing: list[str]) -> str:
     """The results as one markdown table (a block of rows per dataset)."""
-    lines = ["| data | loss | seed | lr | pref. acc. [95%] | margin | prefers longer [95%] (labels) | "
+    lines = ["| data | loss | seed | lr | pref. acc. [95%] | margin | prefers longer [95%] (labels, McNemar p) | "
              "gen. length mean / median | Δ length vs start [95%] | verified acc. [95%] | Δ verified [95%], p |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, start in starts.items():
@@ -85,8 +85,9 @@ def table(rows: list[dict[str, Any]], starts: dict[str, Any], missing: list[str]
             change = (f"{_ci(g['verified_change'], 'diff', 100, '+.0f')} pts, p={g['verified_change']['p_value']:.2g}"
                       if "verified_change" in g else "—")
             lines.append(
-                f"| {name} | {r['loss']} | {r['seed']} | {r['lr']:g} | {_ci(t['accuracy'])} | {t['margin']['mean']:.2f} | "
-                f"{_ci(t['prefers_longer'])} ({t['labels_prefer_longer']['rate']:.2f}) | "
+                f"| {name} | {r['loss']} | {r['seed']} | {r['lr']:g} | {_ci(t['accuracy'])} | {t['margin']['mean']:.3g} | "
+                f"{_ci(t['prefers_longer'])} ({t['labels_prefer_longer']['rate']:.2f}, "
+                f"p={t['prefers_longer_minus_labels']['p_value']:.2g}) | "
                 f"{g['length']['mean']:.1f} / {g['median_length']:g} | {_ci(g['length_change'], 'mean', fmt='+.1f')} | "
                 f"{verified} | {change} |")
     lines += [f"\nNot run (yet): {', '.join(missing)}."] if missing else []
