@@ -225,7 +225,15 @@ def generate(model, tokenizer, data: BenchData, args: argparse.Namespace) -> dic
 # ------------------------------------------------------------------------------------- training
 def recipe_for(data: BenchData, spec: LossSpec, lr: float, seed: int, args: argparse.Namespace, out: Path):
     """The :class:`prefopt.config.Recipe` of one training run (identical but for loss, lr and seed)."""
-    from prefopt.config import DataConfig, LoraConfig, LossConfig, ModelConfig, OptimConfig, Recipe, TrainConfig
+    from prefopt.config import (
+        DataConfig,
+        LoraConfig,
+        LossConfig,
+        ModelConfig,
+        OptimConfig,
+        Recipe,
+        TrainConfig,
+    )
     from prefopt.losses import get_loss
 
     reference = {"reference_cache_dir": str(args.workdir / "reference")} if get_loss(spec.name).requires_reference else {}

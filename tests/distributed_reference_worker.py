@@ -11,11 +11,11 @@ import sys
 
 import torch
 import torch.distributed as dist
+from test_reference_sharded import sharded_pairs
 
 import prefopt.reference as reference
 from prefopt.models import load_model
 from prefopt.reference import Processes, add_reference_logps
-from test_reference_sharded import sharded_pairs
 
 
 def main(model_dir: str, cache_dir: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_tiny_model
 from peft import LoraConfig, get_peft_model
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
@@ -14,8 +15,6 @@ from prefopt.logps import (
     reference_pair_logps,
     selected_token_logps,
 )
-
-from conftest import make_tiny_model
 
 
 def make_batch(vocab: int, prompt_lens, completion_lens, seed: int = 0):

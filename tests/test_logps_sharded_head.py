@@ -7,11 +7,11 @@ import copy
 
 import pytest
 import torch
+from test_logps import COMPLETIONS, PROMPTS, grads_of, make_batch, naive_logps
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from prefopt.logps import completion_logps, default_chunk_size, selected_token_logps
-from test_logps import PROMPTS, COMPLETIONS, grads_of, make_batch, naive_logps
 
 
 class Partitioned:

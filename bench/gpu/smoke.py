@@ -81,8 +81,9 @@ def write_pairs(path: Path) -> str:
 
 
 def train_check(work: Path, name: str, model: dict[str, Any], loss: dict[str, Any], **train: Any) -> dict[str, Any]:
-    from prefopt.train import train as run_train
     from transformers import TrainerCallback
+
+    from prefopt.train import train as run_train
 
     class FirstLoss(TrainerCallback):
         first: float | None = None

@@ -144,8 +144,8 @@ def run_accuracy(args: argparse.Namespace) -> int:
     from prefopt.evaluate.accuracy import paired_difference
     from prefopt.evaluate.model_eval import evaluate_model, load_any_model, read_problems
     from prefopt.io import write_json
-    from prefopt.sampling import SamplingParams
     from prefopt.online.verifier import available_verifiers, get_verifier
+    from prefopt.sampling import SamplingParams
 
     if args.verifier not in available_verifiers():
         raise RecipeError(f"--verifier: unknown verifier {args.verifier!r}; registered: {', '.join(available_verifiers())}")

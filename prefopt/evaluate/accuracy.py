@@ -28,6 +28,7 @@ from prefopt.online.verifier import Truncated, Verifier, verify_rollouts
 from prefopt.sampling import PromptItem, Sampler, SamplingParams
 from prefopt.stats import Z95, wilson_interval
 
+
 @dataclass(frozen=True)
 class PairedDifference:
     """Accuracy of ``b`` minus accuracy of ``a`` on the same problems.

@@ -16,7 +16,6 @@ Every loss here takes ``f_divergence`` / ``f_alpha`` (TRL's ``f_divergence_type`
 from __future__ import annotations
 
 from prefopt.losses.base import LossOutput, PairLogps, register_loss
-from prefopt.losses.divergence import Divergence, check_divergence
 from prefopt.losses.common import (
     check_label_smoothing,
     check_positive,
@@ -24,6 +23,7 @@ from prefopt.losses.common import (
     logratios,
     sigmoid_loss,
 )
+from prefopt.losses.divergence import Divergence, check_divergence
 
 
 @register_loss("dpo", requires_reference=True)

@@ -20,10 +20,10 @@ from pydantic import ValidationError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prefopt.config import RecipeError, format_validation_error
+from prefopt.io import atomic_directory
 from prefopt.models import load_tokenizer
 from prefopt.online.config import RoundsRecipe
 from prefopt.online.policy import load_policy
-from prefopt.io import atomic_directory
 from prefopt.online.run_dir import MANIFEST, RunDir
 
 _SPEC = re.compile(r"^(?P<run>.+)@(?P<round>\d+)$")

@@ -17,9 +17,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from prefopt.sampling import PromptItem, Sampler, SamplerStats, SamplingParams
 from prefopt.online.types import Rollout
 from prefopt.processes import Processes
+from prefopt.sampling import PromptItem, Sampler, SamplerStats, SamplingParams
 
 
 class ShardedSampler:

@@ -40,6 +40,7 @@ from prefopt.logps import ADAPTER_DISABLED, pair_logps, reference_pair_logps
 from prefopt.losses import LossFn, LossOutput, PairLogps
 from prefopt.reference import Processes, add_reference_logps
 
+
 @dataclass
 class PreferenceConfig(TrainingArguments):
     """``TrainingArguments`` plus the preference-specific settings.

@@ -9,9 +9,9 @@ from conftest import make_tiny_model, make_tiny_tokenizer
 from transformers import TrainerCallback
 
 from prefopt.annotate import annotate_token_rewards
-from prefopt.io import write_rows
 from prefopt.config import load_recipe
 from prefopt.data import load_pairs
+from prefopt.io import write_rows
 
 REPO = Path(__file__).resolve().parents[2]
 

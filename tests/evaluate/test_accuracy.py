@@ -15,10 +15,10 @@ from prefopt.evaluate.accuracy import (
     paired_difference,
     summarize,
 )
-from prefopt.stats import wilson_interval
 from prefopt.online.types import Rollout
 from prefopt.online.verifier import get_verifier
 from prefopt.sampling import PromptItem, SamplerStats, SamplingParams
+from prefopt.stats import wilson_interval
 
 
 def outcomes(pattern: str, prefix: str = "p") -> dict[str, bool]:

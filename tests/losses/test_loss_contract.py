@@ -299,9 +299,9 @@ def test_wpo_weights_the_base_loss_and_composes_with_data_weights():
     per_token = lambda x, s, m: ((x.detach() - s) * m).sum(-1) / m.sum(-1)
     w = torch.exp(per_token(batch.chosen, batch.chosen_log_sum_sq, batch.chosen_mask)
                   + per_token(batch.rejected, batch.rejected_log_sum_sq, batch.rejected_mask))
-    for base in ({"name": "dpo", "beta": 0.2}, {"name": "simpo"}, {"name": "mix", "terms": MPO_TERMS}):
-        out = get_loss("wpo", base=base)(batch)
-        plain = get_loss(**base)(batch)
+    for spec in ({"name": "dpo", "beta": 0.2}, {"name": "simpo"}, {"name": "mix", "terms": MPO_TERMS}):
+        out = get_loss("wpo", base=spec)(batch)
+        plain = get_loss(**spec)(batch)
         torch.testing.assert_close(out.loss, w * plain.loss)
         assert out.metrics["wpo/weight"] == pytest.approx(w.mean().item())
         assert out.metrics["rewards/margins"] == plain.metrics["rewards/margins"]

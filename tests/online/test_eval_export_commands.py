@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_rounds import recipe_file  # noqa: F401  (the rounds tests' tiny recipe; registers its reward)
 
 from prefopt.cli import main

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from test_rounds import QUESTIONS, REWARD_MODULE, write_problems, without_timings
+from test_rounds import QUESTIONS, REWARD_MODULE, without_timings, write_problems
 
 from prefopt.processes import Processes
 

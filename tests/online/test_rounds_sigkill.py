@@ -23,12 +23,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_rounds import REWARD_MODULE, assert_same_run, recipe_file, run_in_process, without_timings  # noqa: F401
 
 import prefopt
 from prefopt.online.config import load_rounds_recipe
 from prefopt.online.rounds import STEPS
-
-from test_rounds import REWARD_MODULE, assert_same_run, recipe_file, run_in_process, without_timings  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,8 @@ arguments built before the model is loaded, ``train.ddp_timeout`` and ``model.de
 
 from __future__ import annotations
 
-from unittest import mock
-
 import dataclasses
+from unittest import mock
 
 import peft
 import pytest
