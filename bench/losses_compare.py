@@ -108,7 +108,7 @@ def datasets_of(args: argparse.Namespace) -> list[BenchData]:
 
 def cached(path: Path, compute) -> Any:
     """The JSON at ``path``, or ``compute()`` written there atomically (the resume unit of the run)."""
-    from prefopt.online.run_dir import read_json, write_json
+    from prefopt.io import read_json, write_json
 
     if path.is_file():
         return read_json(path)
@@ -122,7 +122,7 @@ def prepare(data: BenchData, args: argparse.Namespace, tokenizer) -> dict[str, A
     """Filter to the token budget, report the length bias, split by seed and write the split files."""
     from prefopt.data import load_pairs, tokenize_pairs
     from prefopt.data.debias import debias
-    from prefopt.online.run_dir import write_jsonl
+    from prefopt.io import write_jsonl
 
     start_time = time.perf_counter()
     pairs = load_pairs(str(data.path), format=data.format, drop_invalid=True)
@@ -151,7 +151,7 @@ def annotate_treg(data: BenchData, args: argparse.Namespace, tokenizer) -> dict[
     from prefopt.annotate import annotate_token_rewards
     from prefopt.data import load_pairs
     from prefopt.models import load_model
-    from prefopt.online.run_dir import write_jsonl
+    from prefopt.io import write_jsonl
 
     start = time.perf_counter()
     pairs = load_pairs(str(args.workdir / data.name / "train.jsonl"))
@@ -203,7 +203,8 @@ def generate(model, tokenizer, data: BenchData, args: argparse.Namespace) -> dic
     from prefopt.data import load_pairs
     from prefopt.data.formats import text_of
     from prefopt.evaluate.accuracy import evaluate_accuracy
-    from prefopt.online.sampler import HFSampler, PromptItem, SamplingParams
+    from prefopt.online.sampler import HFSampler
+    from prefopt.sampling import PromptItem, SamplingParams
     from prefopt.online.verifier import extract_gold, get_verifier
 
     test = load_pairs(str(args.workdir / data.name / "test.jsonl")).select(range(args.gen_prompts))

@@ -137,7 +137,7 @@ def read_test(workdir: Path, data: str, slug: str, seed: int) -> dict[str, Any] 
 
 def report(args: argparse.Namespace, specs: list, wall_s: float | None) -> str:
     """Collect every finished result into ``--out``, ``--table`` and ``--plot``; return the table."""
-    from prefopt.online.run_dir import atomic_write_text, write_json
+    from prefopt.io import atomic_write_text, write_json
 
     bench = [d for d in args.datasets if (args.workdir / d / "start.json").is_file()]
     starts = {d: json.loads((args.workdir / d / "start.json").read_text()) for d in bench}
