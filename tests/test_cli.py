@@ -69,7 +69,7 @@ def test_bad_recipe_exits_2_with_one_paragraph(tmp_path, capsys):
     assert err.startswith(f"prefopt train: error: {recipe}: invalid recipe:")
     assert "Traceback" not in err and "\n\n" not in err
     assert "loss 'simpo' is reference-free, so loss.reference does nothing" in err
-    assert "train.max_stpes: unknown key; valid keys here: output_dir, epochs, max_steps" in err
+    assert "train.max_stpes: unknown key; valid keys here: epochs, max_steps, batch_size" in err
 
 
 def test_bad_override_and_missing_file_exit_2(tmp_path, capsys):
