@@ -17,8 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "peft", "datasets", "sklearn", "accelerate", "scipy", "pyarrow")
 # Every CPU recipe (one per loss family), the quickstart and the online recipes; the GPU recipes ask
 # torch whether CUDA is there (model.qlora), which is the point of that check.
-TRAIN_RECIPES = sorted(str(p.relative_to(REPO)) for p in (REPO / "recipes" / "cpu").glob("*.yaml"))
-ROUNDS_RECIPES = ["recipes/quickstart.yaml", *sorted(str(p.relative_to(REPO)) for p in (REPO / "recipes" / "online").glob("*.yaml"))]
+def recipes(folder: str) -> list[str]:
+    return sorted(str(p.relative_to(REPO)) for p in (REPO / "recipes" / folder).glob("*.yaml"))
+
+
+TRAIN_RECIPES = recipes("cpu")
+ROUNDS_RECIPES = ["recipes/quickstart.yaml", *recipes("online")]
 HELP_COMMANDS = [
     [], ["train"], ["rounds"], ["data"], ["data", "inspect"], ["data", "debias"], ["eval"], ["eval", "accuracy"],
     ["eval", "lc-winrate"], ["export"], ["annotate"], ["annotate", "cdr"], ["annotate", "treg"],
@@ -26,7 +30,7 @@ HELP_COMMANDS = [
 
 
 def modules_after(code: str) -> list[str]:
-    """Run ``code`` in a fresh interpreter on this checkout; the ``prefopt``-free modules it left loaded, of :data:`HEAVY`."""
+    """Run ``code`` in a fresh interpreter on this checkout; which of :data:`HEAVY` it left loaded."""
     script = f"{code}\nimport sys\nprint(sorted(n for n in {HEAVY!r} if n in sys.modules))"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
                           check=False, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
@@ -80,7 +84,8 @@ def test_every_help_imports_no_heavy_library():
 import contextlib, io
 from prefopt.cli import main
 for argv in {HELP_COMMANDS!r}:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), contextlib.suppress(SystemExit):
+    quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
+    with quiet[0], quiet[1], contextlib.suppress(SystemExit):
         main([*argv, "--help"])
 """
     assert modules_after(code) == []
@@ -96,7 +101,8 @@ assert "torch" not in sys.modules
 import torch
 from prefopt.losses import PairLogps
 mask = torch.ones(1, 1, dtype=torch.bool)
-out = loss_fn(PairLogps(torch.tensor([[-1.0]]), torch.tensor([[-2.0]]), mask, mask, torch.tensor([[-1.5]]), torch.tensor([[-1.5]])))
+t = lambda value: torch.tensor([[value]])
+out = loss_fn(PairLogps(t(-1.0), t(-2.0), mask, mask, t(-1.5), t(-1.5)))
 assert abs(out.loss.item() - torch.nn.functional.softplus(torch.tensor(-0.1)).item()) < 1e-6
 """
     assert modules_after(code)[:1] == ["torch"]

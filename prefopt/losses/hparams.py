@@ -73,7 +73,8 @@ class _Constraint:
                 reason = f" ({self.reason})" if self.reason else ""
                 return f"must be {self._range()}{reason}, got {value}"
             return None
-        if self.kind is not None and (not isinstance(value, self.kind) or (self.kind is not bool and isinstance(value, bool))):
+        wrong_bool = self.kind is not bool and isinstance(value, bool)  # bool is an int subclass
+        if self.kind is not None and (not isinstance(value, self.kind) or wrong_bool):
             return f"must be {'true or false' if self.kind is bool else f'a {self.kind.__name__}'}, got {value!r}"
         return None
 
