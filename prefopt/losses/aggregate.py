@@ -50,7 +50,8 @@ def ld_aggregate(
         log pî(y|x) = sum_{t <= l_p} log pi(y_t|x, y_<t) + alpha * sum_{t > l_p} log pi(y_t|x, y_<t)
 
     Positions are counted in completion tokens (the tensors are completion-aligned), so the
-    prompt never enters the shared region. ``alpha = 1`` gives plain sums.
+    prompt never enters the shared region. ``alpha = 1`` gives plain sums; ``alpha`` in ``[0, 1]``
+    is the caller's to guarantee (``ld_dpo`` declares ``ld_alpha: UnitInterval``).
     """
     shared = torch.minimum(lengths(chosen_mask), lengths(rejected_mask))
 

@@ -93,7 +93,7 @@ def register_loss(
     needs_log_sum_sq: bool = False,
     check: Callable[[dict[str, Any]], None] | None = None,
 ) -> Callable[[Callable[..., LossOutput]], Callable[..., LossOutput]]:
-    """Register ``fn(batch: PairLogps, *, **hparams) -> LossOutput`` under ``name``.
+    """Register ``fn(batch: PairLogps, *, hp=default, ...) -> LossOutput`` under ``name``.
 
     Hyperparameters are ``fn``'s keyword-only parameters; their annotations declare the values
     they accept (``beta: Positive = 0.1``; :mod:`prefopt.losses.hparams`), checked by

@@ -1,4 +1,7 @@
-"""What every loss shares: sequence log-ratios, the smoothed sigmoid, checks, and the output.
+"""What every loss shares: sequence log-ratios, the smoothed sigmoid, and the output.
+
+Hyperparameter values are not checked here: each loss declares them in its signature and
+:func:`prefopt.losses.get_loss` checks them (:mod:`prefopt.losses.hparams`).
 
 :func:`finish` is the single place that applies ``PairLogps.weights`` and computes the metrics
 every loss reports, under TRL's names so runs compare with TRL runs. The trainer logs these as
