@@ -24,9 +24,14 @@ REPO = Path(__file__).resolve().parents[1]
 COMMANDS = (
     ["--help"],
     ["train", "--help"],
+    ["rounds", "--help"],
     ["data", "inspect", "--help"],
+    ["data", "debias", "--help"],
+    ["eval", "accuracy", "--help"],
     ["eval", "lc-winrate", "--help"],
+    ["export", "--help"],
     ["annotate", "cdr", "--help"],
+    ["annotate", "treg", "--help"],
     ["train", "recipes/cpu/dpo.yaml", "--dry-run"],
     ["rounds", "recipes/quickstart.yaml", "--dry-run"],
 )

@@ -3,10 +3,12 @@
 A recipe has the sections ``model -> data -> loss -> optim -> train -> logging`` (see
 docs/recipes.md for every key). :func:`load_recipe` reads YAML, applies ``key.sub=value``
 overrides (values parsed as YAML scalars) and validates everything that can be checked before a
-model is loaded: unknown keys, loss names and hyperparameters (by running the registered loss on
-a one-token dummy batch, so the loss's own range checks apply), and incompatible combinations
-(a reference-free loss with reference options, ``adapter_disabled`` without LoRA, QLoRA without
-CUDA). Problems raise :class:`RecipeError` naming the file and the key.
+model is loaded: unknown keys, loss names and hyperparameters (names, and values against the
+constraints the loss declares: :mod:`prefopt.losses.hparams`), optimizer and scheduler names
+(:mod:`prefopt.optim_names`), and incompatible combinations (a reference-free loss with reference
+options, ``adapter_disabled`` without LoRA, QLoRA without CUDA). Problems raise
+:class:`RecipeError` naming the file and the key. None of it imports torch or transformers (a
+non-default ``model.device`` and ``model.qlora`` ask torch).
 
 The sections are plain pydantic models so other recipe kinds (the online ``RoundsRecipe`` in
 ``prefopt/online/config.py``) can reuse them; :func:`load_yaml` and :func:`apply_overrides` are
@@ -24,7 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from prefopt.data.formats import FORMATS
 from prefopt.data.tokenize import Truncation
 from prefopt.errors import UserError
-from prefopt.losses import PairLogps, available_losses, get_loss
+from prefopt.losses import available_losses, get_loss
+from prefopt.losses.hparams import HyperparameterError
+from prefopt.optim_names import OPTIMIZERS, SCHEDULERS
 
 #: How a loss that needs one gets its reference log-probs (``loss.reference``; the trainer's ``reference``).
 ReferenceMode = Literal["precomputed", "live", "adapter_disabled"]
@@ -120,16 +124,6 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _dummy_pair() -> PairLogps:
-    """A one-pair, one-token batch with every optional field, to let a loss check its hyperparameters."""
-    import torch
-
-    one = torch.full((1, 1), -1.0)
-    mask = torch.ones((1, 1), dtype=torch.bool)
-    zeros = torch.zeros((1, 1))
-    return PairLogps(one, one - 1, mask, mask, one, one, zeros, zeros, chosen_log_sum_sq=one, rejected_log_sum_sq=one)
-
-
 class LossConfig(Section):
     """The loss (``name``), how its reference is obtained, and its hyperparameters as extra keys.
 
@@ -164,11 +158,12 @@ class LossConfig(Section):
         if self.name not in available_losses():
             raise ValueError(f"unknown loss {self.name!r}; registered losses: {', '.join(available_losses())}")
         try:
-            loss_fn = get_loss(self.name, **self.hparams)
-            loss_fn(_dummy_pair())
+            loss_fn = get_loss(self.name, **self.hparams)  # checks every value; computes nothing
         except TypeError as err:
             raise ValueError(str(err)) from None
-        except ValueError as err:
+        except HyperparameterError as err:
+            raise ValueError(f"loss.{err.key}: {err.name} {err.problem}") from None
+        except ValueError as err:  # a loss's own check (mix terms, wpo's base): name the key it is about
             key = next((k for k in self.hparams if k in str(err)), None)
             raise ValueError(f"loss.{key}: {err}" if key else str(err)) from None
         if not loss_fn.requires_reference:
@@ -176,50 +171,31 @@ class LossConfig(Section):
             if given:
                 raise ValueError(
                     f"loss {self.name!r} is reference-free, so loss.{given[0]} does nothing; remove it "
-                    "(losses that use a reference: "
-                    f"{', '.join(n for n in available_losses() if get_loss(n).requires_reference)})"
+                    f"(losses that use a reference: {', '.join(available_losses(requires_reference=True))})"
                 )
         elif self.reference is None:
             self.reference = "precomputed"
         return self
 
 
-DEFAULT_SCHEDULER = "cosine"
-DEFAULT_OPTIMIZER = "adamw_torch"
-
-
-def _transformers_names(key: str) -> tuple[str, ...]:
-    """The values ``transformers`` accepts for ``optim.scheduler`` / ``optim.optimizer``."""
-    if key == "scheduler":
-        from transformers.trainer_utils import SchedulerType
-
-        return tuple(s.value for s in SchedulerType)
-    from transformers.training_args import OptimizerNames
-
-    return tuple(o.value for o in OptimizerNames)
-
-
 class OptimConfig(Section):
     """Optimizer and schedule (names are ``transformers`` ``optim`` / ``lr_scheduler_type`` values).
 
-    A name other than the default is checked against ``transformers``' own enums at load (which
-    imports ``transformers``, a few seconds); the defaults are known-good, so most recipes validate
-    without it.
+    Names are checked at load against :mod:`prefopt.optim_names` (transformers' enums, which a
+    test keeps in step with the installed release), without importing transformers.
     """
 
     lr: float = Field(1e-6, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    scheduler: str = DEFAULT_SCHEDULER
-    optimizer: str = DEFAULT_OPTIMIZER
+    scheduler: str = "cosine"
+    optimizer: str = "adamw_torch"
     max_grad_norm: float = Field(1.0, gt=0)
 
     @field_validator("scheduler", "optimizer")
     @classmethod
     def _check_name(cls, value: str, info: Any) -> str:
-        if value == cls.model_fields[info.field_name].default:
-            return value
-        names = _transformers_names(info.field_name)
+        names = SCHEDULERS if info.field_name == "scheduler" else OPTIMIZERS
         if value not in names:
             raise ValueError(f"must be one of {', '.join(repr(n) for n in names)}; got {value!r}")
         return value

@@ -133,15 +133,14 @@ def test_other_cross_field_checks(recipe_file):
 
 
 def test_optimizer_and_scheduler_names_are_transformers_own(recipe_file):
-    """Defaults validate without importing transformers; any other name is checked against its enums."""
+    """The torch-free name tuples are exactly the installed transformers' enums (drift fails here)."""
     from transformers.trainer_utils import SchedulerType
     from transformers.training_args import OptimizerNames
 
-    from prefopt.config import OptimConfig
+    from prefopt.optim_names import OPTIMIZERS, SCHEDULERS
 
-    defaults = OptimConfig()
-    assert defaults.scheduler in {s.value for s in SchedulerType}
-    assert defaults.optimizer in {o.value for o in OptimizerNames}
+    assert SCHEDULERS == tuple(s.value for s in SchedulerType)
+    assert OPTIMIZERS == tuple(o.value for o in OptimizerNames)
     recipe = load_recipe(recipe_file, ["optim.optimizer=sgd", "optim.scheduler=constant_with_warmup"])
     assert (recipe.optim.optimizer, recipe.optim.scheduler) == ("sgd", "constant_with_warmup")
     assert "optim.optimizer: must be one of 'adamw_torch'" in error_of(recipe_file, "optim.optimizer=adam_w")

@@ -11,7 +11,7 @@ from pathlib import Path
 from prefopt.commands import add_quiet_argument, add_trust_remote_code_argument
 
 FORMAT_CHOICES = ("auto", "gsm8k", "math500")
-"""``--format`` of ``eval accuracy``: ``auto`` and :data:`prefopt.evaluate.model_eval.PROBLEM_FORMATS`
+"""``--format`` of ``eval accuracy``: ``auto`` and :data:`prefopt.online.model_eval.PROBLEM_FORMATS`
 (not imported here, so ``--help`` stays fast)."""
 
 
@@ -142,7 +142,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
     """Evaluate MODEL (and --vs MODEL2) on PROBLEMS; print the summary, write every completion."""
     from prefopt.config import RecipeError
     from prefopt.evaluate.accuracy import paired_difference
-    from prefopt.evaluate.model_eval import evaluate_model, load_any_model, read_problems
+    from prefopt.online.model_eval import evaluate_model, load_any_model, read_problems
     from prefopt.io import write_json
     from prefopt.online.verifier import available_verifiers, get_verifier
     from prefopt.sampling import SamplingParams

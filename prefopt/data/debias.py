@@ -33,14 +33,16 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
 from prefopt.data.formats import text_of
 from prefopt.errors import UserError
 from prefopt.io import PARQUET_SUFFIX, report_path, write_json, write_rows
+from prefopt.lazy import lazy_import
 
 if TYPE_CHECKING:
     import datasets
+    import numpy as np
+else:
+    np = lazy_import("numpy")  # the command line imports STRATEGIES from here; numpy is for the work
 
 Strategy = Literal["balance", "ratio_cap", "length_match"]
 STRATEGIES: tuple[str, ...] = ("balance", "ratio_cap", "length_match")

@@ -24,9 +24,9 @@ from typing import Any, Mapping, Sequence
 
 from scipy.stats import binomtest
 
-from prefopt.online.verifier import Truncated, Verifier, verify_rollouts
 from prefopt.sampling import PromptItem, Sampler, SamplingParams
 from prefopt.stats import Z95, wilson_interval
+from prefopt.verification import Truncated, Verifier, verify_rollouts
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ def evaluate_accuracy(
     """Decode each problem (greedy unless ``params`` says otherwise), verify every sample, and summarize.
 
     ``golds[i]`` is the reference answer of ``problems[i]``. ``truncated`` is the verifier's truncation
-    policy (:func:`~prefopt.online.verifier.verify_rollouts`): by default an answer cut at the
+    policy (:func:`~prefopt.verification.verify_rollouts`): by default an answer cut at the
     generation limit is incorrect, as in training. With ``params.n > 1`` the report's
     accuracy, outcomes and lengths are sample 0's (one outcome per problem, for paired comparisons)
     and mean@n / pass@k cover all samples; every sample is kept in ``completions``.

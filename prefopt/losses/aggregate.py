@@ -6,9 +6,14 @@ Every loss reduces completion-aligned per-token log-probs ``[B, T]`` with a bool
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+from prefopt.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 
 Reduction = Literal["sum", "mean"]
 
@@ -45,10 +50,9 @@ def ld_aggregate(
         log pî(y|x) = sum_{t <= l_p} log pi(y_t|x, y_<t) + alpha * sum_{t > l_p} log pi(y_t|x, y_<t)
 
     Positions are counted in completion tokens (the tensors are completion-aligned), so the
-    prompt never enters the shared region. ``alpha = 1`` gives plain sums.
+    prompt never enters the shared region. ``alpha = 1`` gives plain sums; ``alpha`` in ``[0, 1]``
+    is the caller's to guarantee (``ld_dpo`` declares ``ld_alpha: UnitInterval``).
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"ld_alpha must be in [0, 1], got {alpha}")
     shared = torch.minimum(lengths(chosen_mask), lengths(rejected_mask))
 
     def split(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -17,23 +17,21 @@ only that). Rewards are ``beta * rho`` per pair; ``logps/*`` summed.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
+from prefopt.lazy import lazy_import
 from prefopt.losses.aggregate import aggregate
 from prefopt.losses.base import LossOutput, PairLogps, register_loss
-from prefopt.losses.common import (
-    SequenceScores,
-    check_label_smoothing,
-    check_positive,
-    finish_logratios,
-    logratios,
-    sigmoid_loss,
-)
+from prefopt.losses.common import SequenceScores, finish_logratios, logratios, sigmoid_loss
+from prefopt.losses.hparams import FlipProbability, Positive
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 
 
-def _checked(name: str, batch: PairLogps, beta: float, label_smoothing: float) -> SequenceScores:
-    check_positive(name, beta=beta)
-    check_label_smoothing(name, label_smoothing)
+def _checked(name: str, batch: PairLogps) -> SequenceScores:
     if batch.weights is not None:
         raise ValueError(
             f"loss {name!r} sorts over the batch, so its per-position losses belong to no single pair and "
@@ -47,12 +45,12 @@ def _sorted(values: torch.Tensor) -> torch.Tensor:
 
 
 @register_loss("aot", requires_reference=True)
-def aot(batch: PairLogps, *, beta: float = 0.1, label_smoothing: float = 0.0) -> LossOutput:
+def aot(batch: PairLogps, *, beta: Positive = 0.1, label_smoothing: FlipProbability = 0.0) -> LossOutput:
     """AOT, paired form (TRL ``loss_type="aot"``): sorted policy margins against sorted reference margins.
 
     See the module docstring for the equation; ``label_smoothing`` as in cDPO.
     """
-    scores = _checked("aot", batch, beta, label_smoothing)
+    scores = _checked("aot", batch)
     ref_margin = aggregate(batch.ref_chosen, batch.chosen_mask, "sum") - aggregate(
         batch.ref_rejected, batch.rejected_mask, "sum"
     )
@@ -61,11 +59,11 @@ def aot(batch: PairLogps, *, beta: float = 0.1, label_smoothing: float = 0.0) ->
 
 
 @register_loss("aot_unpaired", requires_reference=True)
-def aot_unpaired(batch: PairLogps, *, beta: float = 0.1, label_smoothing: float = 0.0) -> LossOutput:
+def aot_unpaired(batch: PairLogps, *, beta: Positive = 0.1, label_smoothing: FlipProbability = 0.0) -> LossOutput:
     """AOT, unpaired form (TRL ``loss_type="aot_unpaired"``): sorted chosen against sorted rejected log-ratios.
 
     Needs no pairing between chosen and rejected responses. Equation in the module docstring.
     """
-    scores = _checked("aot_unpaired", batch, beta, label_smoothing)
+    scores = _checked("aot_unpaired", batch)
     delta = _sorted(scores.chosen_logratios) - _sorted(scores.rejected_logratios)
     return finish_logratios(batch, sigmoid_loss(beta * delta, label_smoothing), scores, beta)

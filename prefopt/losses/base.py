@@ -8,10 +8,14 @@ rejected may have different widths ``T``. Padding values are arbitrary; losses m
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-import torch
+from prefopt.losses.hparams import HyperparameterError, check_hparams
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -76,35 +80,51 @@ class _RegisteredLoss:
     fn: Callable[..., LossOutput]
     requires_reference: bool | Callable[[dict], bool]
     needs_log_sum_sq: bool = False
+    check: Callable[[dict[str, Any]], None] | None = None
 
 
 _REGISTRY: dict[str, _RegisteredLoss] = {}
 
 
 def register_loss(
-    name: str, *, requires_reference: bool | Callable[[dict], bool], needs_log_sum_sq: bool = False
+    name: str,
+    *,
+    requires_reference: bool | Callable[[dict], bool],
+    needs_log_sum_sq: bool = False,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> Callable[[Callable[..., LossOutput]], Callable[..., LossOutput]]:
-    """Register ``fn(batch: PairLogps, **hparams) -> LossOutput`` under ``name``.
+    """Register ``fn(batch: PairLogps, *, hp=default, ...) -> LossOutput`` under ``name``.
 
+    Hyperparameters are ``fn``'s keyword-only parameters; their annotations declare the values
+    they accept (``beta: Positive = 0.1``; :mod:`prefopt.losses.hparams`), checked by
+    :func:`get_loss` before any tensor exists. ``check`` is an optional torch-free callable given
+    the hyperparameters (defaults filled in) that raises ``ValueError`` for what annotations
+    cannot say: cross-parameter rules, nested loss specs (``mix`` terms, ``wpo``'s base).
     ``requires_reference`` is a flag, or a function of the bound hyperparameters for losses whose
     need depends on them (``mix``: whether any of its terms needs one). ``needs_log_sum_sq`` asks
     the trainer for ``PairLogps.chosen_log_sum_sq`` / ``rejected_log_sum_sq`` (``wpo``).
 
     >>> @register_loss("my_loss", requires_reference=False)
-    ... def my_loss(batch, *, beta: float = 0.1): ...
+    ... def my_loss(batch, *, beta: Positive = 0.1): ...
     """
 
     def decorator(fn: Callable[..., LossOutput]) -> Callable[..., LossOutput]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"a loss named {name!r} is already registered ({_REGISTRY[name].fn.__module__})")
-        _REGISTRY[name] = _RegisteredLoss(fn, requires_reference, needs_log_sum_sq)
+        _REGISTRY[name] = _RegisteredLoss(fn, requires_reference, needs_log_sum_sq, check)
         return fn
 
     return decorator
 
 
-def available_losses() -> list[str]:
-    return sorted(_REGISTRY)
+def available_losses(*, requires_reference: bool | None = None) -> list[str]:
+    """Registered loss names, sorted; with ``requires_reference``, only those whose flag is that constant.
+
+    Losses whose need depends on their hyperparameters (``mix``, ``wpo``) are in neither filtered list.
+    """
+    if requires_reference is None:
+        return sorted(_REGISTRY)
+    return sorted(n for n, e in _REGISTRY.items() if e.requires_reference is requires_reference)
 
 
 class _BoundLoss:
@@ -128,10 +148,13 @@ class _BoundLoss:
         return f"get_loss({self.name!r}{', ' if args else ''}{args})"
 
 
-def get_loss(name: str, **hparams) -> LossFn:
-    """Return the registered loss ``name`` with ``hparams`` bound, validating the names eagerly."""
-    import inspect
+def get_loss(name: str, **hparams: Any) -> LossFn:
+    """Return the registered loss ``name`` with ``hparams`` bound, validated without computing anything.
 
+    Unknown or missing hyperparameter names raise ``TypeError``; a value its annotation rejects
+    raises :class:`~prefopt.losses.hparams.HyperparameterError` (a ``ValueError``), and the loss's
+    ``check`` its own ``ValueError``. Nothing here imports torch.
+    """
     if name not in _REGISTRY:
         raise KeyError(f"unknown loss {name!r}; registered losses: {', '.join(available_losses())}")
     entry = _REGISTRY[name]
@@ -145,20 +168,31 @@ def get_loss(name: str, **hparams) -> LossFn:
             takers = [n for n, e in sorted(_REGISTRY.items()) if "f_divergence" in inspect.signature(e.fn).parameters]
             hint = f" (f-divergences apply only to losses on the chosen-minus-rejected margin: {', '.join(takers)})"
         raise TypeError(f"loss {name!r} got unknown hyperparameter(s) {unknown}; valid: {valid}{hint}")
+    missing = [p for p in valid if params[p].default is inspect.Parameter.empty and p not in hparams]
+    if missing:
+        raise TypeError(f"loss {name!r} needs hyperparameter(s) {missing}")
+    check_hparams(name, entry.fn, hparams)
+    if entry.check is not None:
+        defaults = {p: params[p].default for p in valid if params[p].default is not inspect.Parameter.empty}
+        entry.check({**defaults, **hparams})
     return _BoundLoss(name, entry, hparams)
 
 
-def loss_from_spec(spec: object, where: str) -> LossFn:
-    """Bind a nested loss spec ``{name: <loss>, <its hyperparameters>}`` (a ``mix`` term, ``wpo``'s base).
+def loss_from_spec(spec: object, owner: str, key: str) -> LossFn:
+    """Bind a nested loss spec ``{name: <loss>, <its hyperparameters>}``: loss ``owner``'s hyperparameter ``key``.
 
-    Problems raise ``ValueError`` prefixed with ``where`` (e.g. ``loss 'mix': terms[1]``), so recipe
-    validation reports them as one line under the owning key.
+    (a ``mix`` term, ``key="terms[1]"``; ``wpo``'s ``base``). Problems raise ``ValueError`` that
+    name the owner and the key (``loss 'mix': terms[1]: unknown loss 'nope'``; a bad value as
+    ``loss 'mix': terms[1].beta must be > 0``), so recipe validation reports them as one line.
     """
+    where = f"loss {owner!r}: {key}"
     if not isinstance(spec, dict) or "name" not in spec:
         raise ValueError(f"{where} must be a mapping {{name: <loss>, <its hyperparameters>}}, got {spec!r}")
     hparams = dict(spec)
     name = hparams.pop("name")
     try:
         return get_loss(name, **hparams)
+    except HyperparameterError as err:
+        raise err.nested(owner, key) from None
     except (KeyError, TypeError) as err:
         raise ValueError(f"{where}: {str(err).strip(chr(34))}") from None

@@ -1,4 +1,7 @@
-"""What every loss shares: sequence log-ratios, the smoothed sigmoid, checks, and the output.
+"""What every loss shares: sequence log-ratios, the smoothed sigmoid, and the output.
+
+Hyperparameter values are not checked here: each loss declares them in its signature and
+:func:`prefopt.losses.get_loss` checks them (:mod:`prefopt.losses.hparams`).
 
 :func:`finish` is the single place that applies ``PairLogps.weights`` and computes the metrics
 every loss reports, under TRL's names so runs compare with TRL runs. The trainer logs these as
@@ -15,14 +18,19 @@ they are and computes none of its own (docs/losses.md §1 lists the quantity for
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import torch
-import torch.nn.functional as F
-
+from prefopt.lazy import lazy_import
 from prefopt.losses.aggregate import Reduction, aggregate, lengths
 from prefopt.losses.base import LossOutput, PairLogps
 from prefopt.losses.divergence import f_prime
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:
+    torch = lazy_import("torch")
+    F = lazy_import("torch.nn.functional")
 
 
 class SequenceScores(NamedTuple):
@@ -67,29 +75,6 @@ def sigmoid_loss(logits: torch.Tensor, label_smoothing: float = 0.0) -> torch.Te
     if label_smoothing:
         loss = (1.0 - label_smoothing) * loss + label_smoothing * F.softplus(logits)
     return loss
-
-
-def check_positive(loss: str, **values: float) -> None:
-    """Raise ``ValueError`` naming the loss and hyperparameter unless every value is > 0."""
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"loss {loss!r}: {name} must be > 0, got {value}")
-
-
-def check_non_negative(loss: str, **values: float) -> None:
-    """Raise ``ValueError`` naming the loss and hyperparameter unless every value is >= 0."""
-    for name, value in values.items():
-        if not value >= 0:
-            raise ValueError(f"loss {loss!r}: {name} must be >= 0, got {value}")
-
-
-def check_label_smoothing(loss: str, label_smoothing: float) -> None:
-    """``label_smoothing`` is an assumed label-flip probability, so it must lie in ``[0, 0.5)``."""
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(
-            f"loss {loss!r}: label_smoothing is the assumed flip probability and must be in [0, 0.5), "
-            f"got {label_smoothing}"
-        )
 
 
 def scalar_metrics(values: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -6,21 +6,24 @@ Symbols: ``log pi(y|x)`` summed and ``a(y) = log pi(y|x) / |y|`` averaged over c
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
+from prefopt.lazy import lazy_import
 from prefopt.losses.aggregate import aggregate
 from prefopt.losses.base import LossOutput, PairLogps, register_loss
-from prefopt.losses.common import (
-    check_label_smoothing,
-    check_non_negative,
-    check_positive,
-    finish,
-    sigmoid_loss,
-)
+from prefopt.losses.common import finish, sigmoid_loss
+from prefopt.losses.hparams import FlipProbability, NonNegative, Positive
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 
 
 @register_loss("cpo", requires_reference=False)
-def cpo(batch: PairLogps, *, beta: float = 0.1, bc_weight: float = 1.0, label_smoothing: float = 0.0) -> LossOutput:
+def cpo(
+    batch: PairLogps, *, beta: Positive = 0.1, bc_weight: NonNegative = 1.0, label_smoothing: FlipProbability = 0.0
+) -> LossOutput:
     """Contrastive Preference Optimization (Xu et al. 2024, arXiv 2401.08417, Sec. 3), TRL ``CPOTrainer`` (sigmoid).
 
     ``L = (1 - eps) * (-log sig(z)) + eps * (-log sig(-z)) + bc_weight * (-a(y_w))``,
@@ -31,9 +34,6 @@ def cpo(batch: PairLogps, *, beta: float = 0.1, bc_weight: float = 1.0, label_sm
     default 1.0 as in the paper). Deviation: TRL averages the NLL over all chosen tokens of the
     batch, here per pair (equal when chosen lengths are). Rewards ``beta * log pi(y)``; ``logps/*`` summed.
     """
-    check_positive("cpo", beta=beta)
-    check_non_negative("cpo", bc_weight=bc_weight)
-    check_label_smoothing("cpo", label_smoothing)
     chosen = aggregate(batch.chosen, batch.chosen_mask, "sum")
     rejected = aggregate(batch.rejected, batch.rejected_mask, "sum")
     loss = sigmoid_loss(beta * (chosen - rejected), label_smoothing)
@@ -53,10 +53,10 @@ def alpha_reward(avg_logps: torch.Tensor, alpha: float) -> torch.Tensor:
 def alphapo(
     batch: PairLogps,
     *,
-    beta: float = 2.0,
+    beta: Positive = 2.0,
     gamma_beta_ratio: float = 0.5,
     alpha: float = 0.25,
-    label_smoothing: float = 0.0,
+    label_smoothing: FlipProbability = 0.0,
 ) -> LossOutput:
     """AlphaPO (Gupta et al. 2025, arXiv 2501.03884, Sec. 3), TRL ``CPOConfig(loss_type="alphapo", alpha=...)``.
 
@@ -71,8 +71,6 @@ def alphapo(
     is plain SimPO). ``beta``, ``gamma_beta_ratio`` as in :func:`prefopt.losses.simpo.simpo`.
     Rewards ``beta * r(y)``; ``logps/*`` are ``a(y)``.
     """
-    check_positive("alphapo", beta=beta)
-    check_label_smoothing("alphapo", label_smoothing)
     chosen = aggregate(batch.chosen, batch.chosen_mask, "mean")
     rejected = aggregate(batch.rejected, batch.rejected_mask, "mean")
     chosen_reward, rejected_reward = alpha_reward(chosen, alpha), alpha_reward(rejected, alpha)

@@ -26,10 +26,16 @@ the key as an unknown hyperparameter.
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
-import torch
-import torch.nn.functional as F
+from prefopt.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:
+    torch = lazy_import("torch")
+    F = lazy_import("torch.nn.functional")
 
 Divergence = Literal["reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"]
 
@@ -47,14 +53,6 @@ F_PRIMES: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     "js_divergence": lambda rho, a: math.log(2.0) + F.logsigmoid(rho),
     "alpha_divergence": _alpha_prime,
 }
-
-
-def check_divergence(loss: str, f_divergence: str, f_alpha: float) -> None:
-    """Raise ``ValueError`` naming the loss unless ``f_divergence`` is known and ``f_alpha`` > 0."""
-    if f_divergence not in F_PRIMES:
-        raise ValueError(f"loss {loss!r}: f_divergence must be one of {', '.join(F_PRIMES)}, got {f_divergence!r}")
-    if not f_alpha > 0:
-        raise ValueError(f"loss {loss!r}: f_alpha must be > 0, got {f_alpha}")
 
 
 def f_prime(rho: torch.Tensor, f_divergence: str, f_alpha: float = 0.5) -> torch.Tensor:

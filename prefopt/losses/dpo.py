@@ -16,24 +16,19 @@ Every loss here takes ``f_divergence`` / ``f_alpha`` (TRL's ``f_divergence_type`
 from __future__ import annotations
 
 from prefopt.losses.base import LossOutput, PairLogps, register_loss
-from prefopt.losses.common import (
-    check_label_smoothing,
-    check_positive,
-    finish_logratios,
-    logratios,
-    sigmoid_loss,
-)
-from prefopt.losses.divergence import Divergence, check_divergence
+from prefopt.losses.common import finish_logratios, logratios, sigmoid_loss
+from prefopt.losses.divergence import Divergence
+from prefopt.losses.hparams import FlipProbability, Positive
 
 
 @register_loss("dpo", requires_reference=True)
 def dpo(
     batch: PairLogps,
     *,
-    beta: float = 0.1,
-    label_smoothing: float = 0.0,
+    beta: Positive = 0.1,
+    label_smoothing: FlipProbability = 0.0,
     f_divergence: Divergence = "reverse_kl",
-    f_alpha: float = 0.5,
+    f_alpha: Positive = 0.5,
 ) -> LossOutput:
     """DPO (Rafailov et al. 2023, arXiv 2305.18290) with cDPO label smoothing.
 
@@ -47,9 +42,6 @@ def dpo(
     ``label_smoothing``; here it is applied (TRL <= 0.28 and the original DPO repository did the
     same). With ``label_smoothing=0`` the two are identical.
     """
-    check_positive("dpo", beta=beta)
-    check_label_smoothing("dpo", label_smoothing)
-    check_divergence("dpo", f_divergence, f_alpha)
     scores = logratios(batch, "sum", f_divergence, f_alpha)
     h = scores.chosen_logratios - scores.rejected_logratios
     loss = sigmoid_loss(beta * h, label_smoothing)
@@ -60,10 +52,10 @@ def dpo(
 def robust_dpo(
     batch: PairLogps,
     *,
-    beta: float = 0.1,
-    label_smoothing: float = 0.1,
+    beta: Positive = 0.1,
+    label_smoothing: FlipProbability = 0.1,
     f_divergence: Divergence = "reverse_kl",
-    f_alpha: float = 0.5,
+    f_alpha: Positive = 0.5,
 ) -> LossOutput:
     """Provably robust DPO (Chowdhury et al. 2024, arXiv 2403.00409), TRL ``loss_type="robust"``.
 
@@ -73,9 +65,6 @@ def robust_dpo(
     ``eps = label_smoothing`` in ``[0, 0.5)``. The paper sets no single default; 0.1 is a
     moderate noise level (``eps = 0`` reduces to ``dpo``). Unlike cDPO the loss can be negative.
     """
-    check_positive("robust", beta=beta)
-    check_label_smoothing("robust", label_smoothing)
-    check_divergence("robust", f_divergence, f_alpha)
     scores = logratios(batch, "sum", f_divergence, f_alpha)
     h = scores.chosen_logratios - scores.rejected_logratios
     eps = label_smoothing
@@ -87,10 +76,10 @@ def robust_dpo(
 def ipo(
     batch: PairLogps,
     *,
-    beta: float = 0.1,
+    beta: Positive = 0.1,
     normalize: bool = True,
     f_divergence: Divergence = "reverse_kl",
-    f_alpha: float = 0.5,
+    f_alpha: Positive = 0.5,
 ) -> LossOutput:
     """IPO (Azar et al. 2023, arXiv 2310.12036), Eq. 17 with ``tau = beta``.
 
@@ -105,8 +94,6 @@ def ipo(
     Rewards and ``logps/*`` are ``beta`` times the log-ratios and the policy scores the loss
     compares, i.e. per-token means when ``normalize=True`` (TRL logs summed ones).
     """
-    check_positive("ipo", beta=beta)
-    check_divergence("ipo", f_divergence, f_alpha)
     scores = logratios(batch, "mean" if normalize else "sum", f_divergence, f_alpha)
     delta = scores.chosen_logratios - scores.rejected_logratios
     loss = (delta - 1.0 / (2.0 * beta)) ** 2
@@ -115,7 +102,7 @@ def ipo(
 
 @register_loss("sigmoid_norm", requires_reference=True)
 def sigmoid_norm(
-    batch: PairLogps, *, beta: float = 0.1, f_divergence: Divergence = "reverse_kl", f_alpha: float = 0.5
+    batch: PairLogps, *, beta: Positive = 0.1, f_divergence: Divergence = "reverse_kl", f_alpha: Positive = 0.5
 ) -> LossOutput:
     """Length-normalized DPO, TRL ``loss_type="sigmoid_norm"`` (DPO, arXiv 2305.18290, on per-token log-ratios).
 
@@ -126,8 +113,6 @@ def sigmoid_norm(
     and wants larger values than DPO's. Rewards and ``logps/*`` are the per-token quantities the
     loss compares (TRL logs summed ones).
     """
-    check_positive("sigmoid_norm", beta=beta)
-    check_divergence("sigmoid_norm", f_divergence, f_alpha)
     scores = logratios(batch, "mean", f_divergence, f_alpha)
     loss = sigmoid_loss(beta * (scores.chosen_logratios - scores.rejected_logratios))
     return finish_logratios(batch, loss, scores, beta)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from prefopt.losses.aggregate import aggregate, ld_aggregate
 from prefopt.losses.base import LossOutput, PairLogps, register_loss
-from prefopt.losses.common import SequenceScores, check_positive, finish_logratios, sigmoid_loss
+from prefopt.losses.common import SequenceScores, finish_logratios, sigmoid_loss
+from prefopt.losses.hparams import Positive, UnitInterval
 
 
 @register_loss("ld_dpo", requires_reference=True)
 def ld_dpo(
-    batch: PairLogps, *, beta: float = 0.1, ld_alpha: float = 0.5, ld_on_reference: bool = True
+    batch: PairLogps, *, beta: Positive = 0.1, ld_alpha: UnitInterval = 0.5, ld_on_reference: bool = True
 ) -> LossOutput:
     """Length-desensitized DPO, arXiv 2409.06411.
 
@@ -33,7 +34,6 @@ def ld_dpo(
 
     Rewards are ``beta`` times the LD log-ratios; ``logps/*`` are the LD policy scores (as TRL).
     """
-    check_positive("ld_dpo", beta=beta)
     chosen, rejected = ld_aggregate(
         batch.chosen, batch.rejected, batch.chosen_mask, batch.rejected_mask, ld_alpha
     )

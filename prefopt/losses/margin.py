@@ -8,18 +8,32 @@ Rewards are ``beta * rho`` (``beta * f'(exp(rho))`` under an f-divergence); ``lo
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Annotated
 
-import torch
-import torch.nn.functional as F
+import annotated_types as at
 
+from prefopt.lazy import lazy_import
 from prefopt.losses.base import LossOutput, PairLogps, register_loss
-from prefopt.losses.common import check_positive, finish_logratios, logratios
-from prefopt.losses.divergence import Divergence, check_divergence
+from prefopt.losses.common import finish_logratios, logratios
+from prefopt.losses.divergence import Divergence
+from prefopt.losses.hparams import Positive
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:
+    torch = lazy_import("torch")
+    F = lazy_import("torch.nn.functional")
+
+#: EXO's target smoothing: 0 would make the target degenerate (``log 0``).
+ExoSmoothing = Annotated[
+    float, at.Interval(gt=0, lt=0.5), at.doc("the target's smoothing eps; the paper uses 1e-3")
+]
 
 
 @register_loss("hinge", requires_reference=True)
 def hinge(
-    batch: PairLogps, *, beta: float = 0.1, f_divergence: Divergence = "reverse_kl", f_alpha: float = 0.5
+    batch: PairLogps, *, beta: Positive = 0.1, f_divergence: Divergence = "reverse_kl", f_alpha: Positive = 0.5
 ) -> LossOutput:
     """SLiC-HF's calibration loss (Zhao et al. 2023, arXiv 2305.10425, Eq. 1), TRL ``loss_type="hinge"``.
 
@@ -28,8 +42,6 @@ def hinge(
     uses plain log-probs and a separate SFT regularizer; add ``sft`` with :func:`mix` for that).
     Pairs already separated by the margin get zero loss and zero gradient.
     """
-    check_positive("hinge", beta=beta)
-    check_divergence("hinge", f_divergence, f_alpha)
     scores = logratios(batch, "sum", f_divergence, f_alpha)
     loss = torch.relu(1.0 - beta * (scores.chosen_logratios - scores.rejected_logratios))
     return finish_logratios(batch, loss, scores, beta)
@@ -39,10 +51,10 @@ def hinge(
 def exo_pair(
     batch: PairLogps,
     *,
-    beta: float = 0.1,
-    label_smoothing: float = 1e-3,
+    beta: Positive = 0.1,
+    label_smoothing: ExoSmoothing = 1e-3,
     f_divergence: Divergence = "reverse_kl",
-    f_alpha: float = 0.5,
+    f_alpha: Positive = 0.5,
 ) -> LossOutput:
     """EXO-pref (Ji et al. 2024, arXiv 2402.00856, Eq. 16), TRL ``loss_type="exo_pair"``.
 
@@ -56,13 +68,6 @@ def exo_pair(
     The paper recommends ``1e-3`` (the default). Minimized (value 0) at ``sig(z) = 1 - eps``, so
     unlike DPO it stops pushing once the pair is classified with confidence ``1 - eps``.
     """
-    check_positive("exo_pair", beta=beta)
-    check_divergence("exo_pair", f_divergence, f_alpha)
-    if not 0.0 < label_smoothing < 0.5:
-        raise ValueError(
-            f"loss 'exo_pair': label_smoothing is the target's smoothing eps and must be in (0, 0.5) "
-            f"(the paper uses 1e-3), got {label_smoothing}"
-        )
     scores = logratios(batch, "sum", f_divergence, f_alpha)
     z = beta * (scores.chosen_logratios - scores.rejected_logratios)
     log_q_w, log_q_l = F.logsigmoid(z), F.logsigmoid(-z)
@@ -76,10 +81,10 @@ def exo_pair(
 def discopop(
     batch: PairLogps,
     *,
-    beta: float = 0.1,
-    discopop_tau: float = 0.05,
+    beta: Positive = 0.1,
+    discopop_tau: Positive = 0.05,
     f_divergence: Divergence = "reverse_kl",
-    f_alpha: float = 0.5,
+    f_alpha: Positive = 0.5,
 ) -> LossOutput:
     """DiscoPOP / log-ratio modulated loss (Chris Lu et al. 2024, arXiv 2406.08414, Eq. 5), TRL ``loss_type="discopop"``.
 
@@ -91,8 +96,6 @@ def discopop(
     gets wrong (``z < 0``, ``m -> 0``) and the exponential loss for pairs it already gets right.
     ``tau = discopop_tau > 0`` sets how sharply the blend switches; the paper recommends 0.05.
     """
-    check_positive("discopop", beta=beta, discopop_tau=discopop_tau)
-    check_divergence("discopop", f_divergence, f_alpha)
     scores = logratios(batch, "sum", f_divergence, f_alpha)
     z = beta * (scores.chosen_logratios - scores.rejected_logratios)
     modulation = torch.sigmoid(z / discopop_tau)

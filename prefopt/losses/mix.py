@@ -19,12 +19,16 @@ the *first* term's (so list the main preference loss first); each term's mean lo
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
+from prefopt.lazy import lazy_import
 from prefopt.losses.base import LossFn, LossOutput, PairLogps, loss_from_spec, register_loss
 from prefopt.losses.common import scalar_metrics
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 
 
 def _bind_terms(terms: Any) -> list[tuple[str, float, LossFn]]:
@@ -42,7 +46,7 @@ def _bind_terms(terms: Any) -> list[tuple[str, float, LossFn]]:
             raise ValueError(f"{where} is wpo; weight the whole mix instead (wpo with base: mix)")
         if name in seen:
             raise ValueError(f"{where} repeats {name!r}; give each loss once (add the weights)")
-        loss_fn = loss_from_spec(spec, where)
+        loss_fn = loss_from_spec(spec, "mix", f"terms[{i}]")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
             raise ValueError(f"{where}.weight must be a finite number > 0, got {weight!r}")
         seen.add(name)
@@ -50,14 +54,16 @@ def _bind_terms(terms: Any) -> list[tuple[str, float, LossFn]]:
     return bound
 
 
-def _needs_reference(hparams: dict) -> bool:
-    try:
-        return any(loss_fn.requires_reference for _, _, loss_fn in _bind_terms(hparams.get("terms")))
-    except ValueError:
-        return False  # invalid terms: reported when the loss is called
+def _check(hparams: dict[str, Any]) -> None:
+    _bind_terms(hparams["terms"])
 
 
-@register_loss("mix", requires_reference=_needs_reference)
+def _needs_reference(hparams: dict[str, Any]) -> bool:
+    # valid terms: get_loss ran _check first
+    return any(loss_fn.requires_reference for _, _, loss_fn in _bind_terms(hparams["terms"]))
+
+
+@register_loss("mix", requires_reference=_needs_reference, check=_check)
 def mix(batch: PairLogps, *, terms: list[dict[str, Any]]) -> LossOutput:
     """Weighted sum of registered losses; the equation and the recipe form are in the module docstring.
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
+from prefopt.lazy import lazy_import
 from prefopt.losses.base import LossOutput, PairLogps, register_loss
-from prefopt.losses.common import check_positive, finish_logratios, logratios
+from prefopt.losses.common import finish_logratios, logratios
+from prefopt.losses.hparams import Positive
+
+if TYPE_CHECKING:
+    import torch.nn.functional as F
+else:
+    F = lazy_import("torch.nn.functional")
 
 
 @register_loss("nca", requires_reference=True)
-def nca(batch: PairLogps, *, beta: float = 0.3) -> LossOutput:
+def nca(batch: PairLogps, *, beta: Positive = 0.3) -> LossOutput:
     """Noise Contrastive Alignment, pairwise form (TRL ``loss_type="nca_pair"``).
 
     ``L = -log sig(r_w) - 1/2 log sig(-r_w) - 1/2 log sig(-r_l)``,
@@ -19,7 +26,6 @@ def nca(batch: PairLogps, *, beta: float = 0.3) -> LossOutput:
     scale, so the chosen likelihood cannot collapse while the margin grows. ``beta = 0.3`` is
     Light-R1's setting (``pref_beta`` with 360-LLaMA-Factory ``--pref_loss nca_pair``).
     """
-    check_positive("nca", beta=beta)
     scores = logratios(batch, "sum")
     chosen_rewards = beta * scores.chosen_logratios
     rejected_rewards = beta * scores.rejected_logratios

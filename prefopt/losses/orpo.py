@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-
+from prefopt.lazy import lazy_import
 from prefopt.losses.aggregate import aggregate
 from prefopt.losses.base import LossOutput, PairLogps, register_loss
-from prefopt.losses.common import check_positive, finish, scalar_metrics
+from prefopt.losses.common import finish, scalar_metrics
+from prefopt.losses.hparams import Positive
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:
+    torch = lazy_import("torch")
+    F = lazy_import("torch.nn.functional")
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -18,7 +25,7 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
 
 
 @register_loss("orpo", requires_reference=False)
-def orpo(batch: PairLogps, *, beta: float = 0.1) -> LossOutput:
+def orpo(batch: PairLogps, *, beta: Positive = 0.1) -> LossOutput:
     """ORPO, arXiv 2403.07691, Eq. 6-7 (``lambda = beta``, TRL's name).
 
     With ``a(y)`` the per-token mean log-prob, ``P(y) = exp(a(y))`` and ``odds(y) = P / (1 - P)``::
@@ -32,7 +39,6 @@ def orpo(batch: PairLogps, *, beta: float = 0.1) -> LossOutput:
     lengths are). Rewards ``beta * a(y)``; ``logps/*`` are ``a(y)``; extra metrics
     ``orpo/log_odds_ratio`` (mean ``log sig(log OR)``) and ``orpo/log_odds_chosen`` (mean ``log OR``), as TRL logs.
     """
-    check_positive("orpo", beta=beta)
     chosen = aggregate(batch.chosen, batch.chosen_mask, "mean")
     rejected = aggregate(batch.rejected, batch.rejected_mask, "mean")
     log_odds = (chosen - rejected) - (log1mexp(chosen) - log1mexp(rejected))

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from prefopt.losses.aggregate import lengths
 from prefopt.losses.base import LossOutput, PairLogps, register_loss
-from prefopt.losses.common import (
-    check_non_negative,
-    check_positive,
-    finish_logratios,
-    logratios,
-    sigmoid_loss,
-)
+from prefopt.losses.common import finish_logratios, logratios, sigmoid_loss
+from prefopt.losses.hparams import NonNegative, Positive
 
 
 @register_loss("r_dpo", requires_reference=True)
-def r_dpo(batch: PairLogps, *, beta: float = 0.1, alpha: float = 0.05) -> LossOutput:
+def r_dpo(batch: PairLogps, *, beta: Positive = 0.1, alpha: NonNegative = 0.05) -> LossOutput:
     """Length-regularized DPO, arXiv 2403.19159 (also listed in Table 1 of SimPO, arXiv 2405.14734).
 
     ``L = -log sig(beta * h + alpha * (|y_w| - |y_l|))``
@@ -30,8 +25,6 @@ def r_dpo(batch: PairLogps, *, beta: float = 0.1, alpha: float = 0.05) -> LossOu
     chosen response is pushed harder. (Writing ``- alpha (|y_w| - |y_l|)`` instead would reward
     length.) Rewards are ``beta * rho`` without the length term.
     """
-    check_positive("r_dpo", beta=beta)
-    check_non_negative("r_dpo", alpha=alpha)
     scores = logratios(batch, "sum")
     length_gap = (lengths(batch.chosen_mask) - lengths(batch.rejected_mask)).to(batch.chosen.dtype)
     logits = beta * (scores.chosen_logratios - scores.rejected_logratios) + alpha * length_gap

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 from prefopt.losses.aggregate import aggregate
 from prefopt.losses.base import LossOutput, PairLogps, register_loss
-from prefopt.losses.common import (
-    check_label_smoothing,
-    check_non_negative,
-    check_positive,
-    finish,
-    sigmoid_loss,
-)
+from prefopt.losses.common import finish, sigmoid_loss
+from prefopt.losses.hparams import FlipProbability, NonNegative, Positive
 
 
 @register_loss("simpo", requires_reference=False)
 def simpo(
     batch: PairLogps,
     *,
-    beta: float = 2.0,
+    beta: Positive = 2.0,
     gamma_beta_ratio: float = 0.5,
-    sft_weight: float = 0.0,
-    label_smoothing: float = 0.0,
+    sft_weight: NonNegative = 0.0,
+    label_smoothing: FlipProbability = 0.0,
 ) -> LossOutput:
     """SimPO, arXiv 2405.14734 (``princeton-nlp/SimPO`` ``simpo_loss``).
 
@@ -38,9 +33,6 @@ def simpo(
     the batch; here it is averaged per pair, so the loss stays per example and weightable. The
     two agree when chosen lengths are equal. No reference model is used.
     """
-    check_positive("simpo", beta=beta)
-    check_non_negative("simpo", sft_weight=sft_weight)
-    check_label_smoothing("simpo", label_smoothing)
     chosen = aggregate(batch.chosen, batch.chosen_mask, "mean")
     rejected = aggregate(batch.rejected, batch.rejected_mask, "mean")
     loss = sigmoid_loss(beta * (chosen - rejected - gamma_beta_ratio), label_smoothing)

@@ -12,17 +12,24 @@ that ``prefopt annotate treg`` writes into the pairs.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
+from prefopt.lazy import lazy_import
 from prefopt.losses.aggregate import Reduction, aggregate
 from prefopt.losses.base import LossOutput, PairLogps, register_loss
-from prefopt.losses.common import check_non_negative, scalar_metrics
+from prefopt.losses.common import scalar_metrics
 from prefopt.losses.dpo import dpo
+from prefopt.losses.hparams import FlipProbability, NonNegative, Positive
 from prefopt.losses.simpo import simpo
 
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 
-def _check_inputs(loss_name: str, batch: PairLogps, alpha: float, reg_reduction: str) -> None:
-    """Fail before any compute if the token rewards are missing or a hyperparameter is invalid."""
+
+def _check_inputs(loss_name: str, batch: PairLogps) -> None:
+    """Fail before any compute if the token rewards are missing."""
     missing = [
         name for name in ("chosen_token_rewards", "rejected_token_rewards") if getattr(batch, name) is None
     ]
@@ -32,9 +39,6 @@ def _check_inputs(loss_name: str, batch: PairLogps, alpha: float, reg_reduction:
             "is None; annotate the pairs with `prefopt annotate treg` and keep the chosen_token_rewards / "
             "rejected_token_rewards columns when tokenizing"
         )
-    check_non_negative(loss_name, alpha=alpha)
-    if reg_reduction not in ("sum", "mean"):
-        raise ValueError(f"loss {loss_name!r}: reg_reduction must be 'sum' or 'mean', got {reg_reduction!r}")
 
 
 def _regularized(
@@ -66,9 +70,9 @@ def _regularized(
 def treg(
     batch: PairLogps,
     *,
-    alpha: float = 0.25,
-    beta: float = 0.1,
-    label_smoothing: float = 0.0,
+    alpha: NonNegative = 0.25,
+    beta: Positive = 0.1,
+    label_smoothing: FlipProbability = 0.0,
     reg_reduction: Reduction = "sum",
 ) -> LossOutput:
     """DPO-REG, arXiv 2412.02685.
@@ -86,7 +90,7 @@ def treg(
     so long responses do not dominate (which one the official code uses is unverified).
     Extra metrics: ``treg/weight`` (mean ``w``), ``treg/reg_chosen``, ``treg/reg_rejected``.
     """
-    _check_inputs("treg", batch, alpha, reg_reduction)
+    _check_inputs("treg", batch)
     base = dpo(batch, beta=beta, label_smoothing=label_smoothing)
     margin = base.chosen_rewards - base.rejected_rewards
     return _regularized(batch, base, margin, alpha, beta, reg_reduction)
@@ -96,11 +100,11 @@ def treg(
 def treg_simpo(
     batch: PairLogps,
     *,
-    alpha: float = 0.25,
-    beta: float = 2.0,
+    alpha: NonNegative = 0.25,
+    beta: Positive = 2.0,
     gamma_beta_ratio: float = 0.5,
-    sft_weight: float = 0.0,
-    label_smoothing: float = 0.0,
+    sft_weight: NonNegative = 0.0,
+    label_smoothing: FlipProbability = 0.0,
     reg_reduction: Reduction = "sum",
 ) -> LossOutput:
     """SimPO-REG, arXiv 2412.02685: ``L = L_SimPO + alpha * w * (L_REG(y_w) + L_REG(y_l))``.
@@ -110,7 +114,7 @@ def treg_simpo(
     SimPO's ``beta`` in ``L_REG``. The paper describes SimPO-REG only in words; this substitution
     is our reading of it. Other hyperparameters as in :func:`prefopt.losses.simpo.simpo`.
     """
-    _check_inputs("treg_simpo", batch, alpha, reg_reduction)
+    _check_inputs("treg_simpo", batch)
     base = simpo(
         batch,
         beta=beta,

@@ -21,26 +21,31 @@ head when the loss asks for them (:func:`prefopt.logps.pair_logps` with ``log_su
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
+from prefopt.lazy import lazy_import
 from prefopt.losses.aggregate import aggregate
 from prefopt.losses.base import LossFn, LossOutput, PairLogps, loss_from_spec, register_loss
 from prefopt.losses.common import scalar_metrics
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 
 
 def _bind_base(base: Any) -> LossFn:
     if isinstance(base, dict) and base.get("name") == "wpo":
         raise ValueError("loss 'wpo': base is itself wpo; give the loss to weight")
-    return loss_from_spec(base, "loss 'wpo': base")
+    return loss_from_spec(base, "wpo", "base")
 
 
-def _needs_reference(hparams: dict) -> bool:
-    try:
-        return _bind_base(hparams.get("base")).requires_reference
-    except ValueError:
-        return False  # invalid base: reported when the loss is called
+def _check(hparams: dict[str, Any]) -> None:
+    _bind_base(hparams["base"])
+
+
+def _needs_reference(hparams: dict[str, Any]) -> bool:
+    return _bind_base(hparams["base"]).requires_reference  # valid: get_loss ran _check first
 
 
 def wpo_weights(batch: PairLogps) -> torch.Tensor:
@@ -56,7 +61,7 @@ def wpo_weights(batch: PairLogps) -> torch.Tensor:
     return torch.exp(chosen + rejected)
 
 
-@register_loss("wpo", requires_reference=_needs_reference, needs_log_sum_sq=True)
+@register_loss("wpo", requires_reference=_needs_reference, needs_log_sum_sq=True, check=_check)
 def wpo(batch: PairLogps, *, base: dict[str, Any]) -> LossOutput:
     """WPO-weighted ``base`` loss, arXiv 2406.11827 Eq. 2 (module docstring); extra metric ``wpo/weight``."""
     loss_fn = _bind_base(base)

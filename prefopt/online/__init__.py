@@ -1,6 +1,7 @@
 """The online path: rollouts → verified, scored rollouts → preference pairs (plus the rounds loop).
 
-Records live in :mod:`prefopt.online.types`; the verifier in :mod:`prefopt.online.verifier`, the
+Records live in :mod:`prefopt.online.types` (a verification, shared with the evaluator, is
+:class:`prefopt.verification.VerifyResult`); the verifiers in :mod:`prefopt.online.verifier`, the
 length-reward registry in :mod:`prefopt.online.rewards`, the pair builder in
 :mod:`prefopt.online.pairs`. A round's scoring, end to end::
 
@@ -18,7 +19,7 @@ from prefopt.online.rewards import (
     register_reward,
     score_rollouts,
 )
-from prefopt.online.types import Prompt, RewardState, Rollout, ScoredRollout, VerifyResult
+from prefopt.online.types import Prompt, RewardState, Rollout, ScoredRollout
 from prefopt.online.verifier import available_verifiers, get_verifier, register_verifier
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "Rollout",
     "RolloutGroup",
     "ScoredRollout",
-    "VerifyResult",
     "available_rewards",
     "available_verifiers",
     "build_pairs",

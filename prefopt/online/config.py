@@ -35,8 +35,9 @@ from prefopt.online.pairs import available_pair_strategies, check_pair_options
 from prefopt.online.recipe_checks import check_reward_fits
 from prefopt.online.rewards import available_rewards, get_reward
 from prefopt.online.trackers import check_trackers
-from prefopt.online.verifier import Truncated, available_verifiers, check_verifier
+from prefopt.online.verifier import available_verifiers, check_verifier
 from prefopt.sampling import SamplingParams
+from prefopt.verification import Truncated
 
 
 class RunConfig(Section):

@@ -58,11 +58,12 @@ from prefopt.online.sampler import HFSampler, VLLMSampler, resolve_engine
 from prefopt.online.sharding import ShardedSampler, vllm_parallelism
 from prefopt.online.trackers import log_round
 from prefopt.online.types import RewardState, Rollout, ScoredRollout
-from prefopt.online.verifier import Verifier, get_verifier, verify_rollouts
+from prefopt.online.verifier import get_verifier
 from prefopt.processes import Processes
 from prefopt.sampling import Sampler
 from prefopt.train import PreferenceTrainer, add_lora, loop_arguments
 from prefopt.train.checkpoints import last_complete_checkpoint
+from prefopt.verification import Verifier, verify_rollouts
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,7 @@
 """The plain records of the online path: rollouts → verified, scored rollouts (and the reward state).
 
+A verification itself is a :class:`prefopt.verification.VerifyResult` (shared with the evaluator).
+
 Every record is a dataclass with ``to_dict`` / ``from_dict`` that round-trips through JSON, so each
 stage's output can be saved, loaded and printed (``rollouts.jsonl``, ``reward_state.json``).
 
@@ -11,28 +13,17 @@ no EOS.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from prefopt.records import check_keys
+from prefopt.verification import VerifyResult, VerifyStatus
 
 Message = dict[str, str]
 Prompt = str | list[Message]
 FinishReason = Literal["stop", "length"]
-VerifyStatus = Literal["ok", "no_answer", "parse_error", "timeout", "error", "truncated"]
 
 FINISH_REASONS: tuple[str, ...] = ("stop", "length")
-VERIFY_STATUSES: tuple[str, ...] = ("ok", "no_answer", "parse_error", "timeout", "error", "truncated")
-
-
-def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
-    names = {f.name for f in fields(cls)}
-    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
-    unknown = sorted(set(data) - names)
-    missing = sorted(n for n in required if n not in data)
-    if unknown or missing:
-        raise ValueError(
-            f"{where}: cannot build {cls.__name__}: missing field(s) {missing}, unknown field(s) {unknown}; "
-            f"expected fields {sorted(names)}"
-        )
 
 
 @dataclass
@@ -73,32 +64,7 @@ class Rollout:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "rollout") -> Rollout:
         """Inverse of :meth:`to_dict`; ``where`` (e.g. ``"rollouts.jsonl row 3"``) prefixes errors."""
-        _check_keys(cls, data, where)
-        return cls(**data)
-
-
-@dataclass
-class VerifyResult:
-    """What a verifier concluded about one answer.
-
-    ``correct`` is ``False`` whenever ``status != "ok"`` (a timeout or a parse failure counts as
-    incorrect). ``extracted`` is the answer string the verifier compared (``None`` if none was found),
-    ``detail`` a short human-readable reason for non-``ok`` statuses.
-    """
-
-    correct: bool
-    status: VerifyStatus
-    extracted: str | None = None
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serializable dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "verify result") -> VerifyResult:
-        """Inverse of :meth:`to_dict`."""
-        _check_keys(cls, data, where)
+        check_keys(cls, data, where)
         return cls(**data)
 
 
@@ -169,7 +135,7 @@ class RewardState:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "reward state") -> RewardState:
         """Inverse of :meth:`to_dict`; ``where`` (e.g. the file name) prefixes errors."""
-        _check_keys(cls, data, where)
+        check_keys(cls, data, where)
         data = dict(data)
         data["coverage"] = {
             b: {int(t): float(p) for t, p in cov.items()} for b, cov in data.get("coverage", {}).items()

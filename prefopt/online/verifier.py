@@ -1,12 +1,13 @@
 """Answer verification with a hard time limit: math (math-verify), exact match, user callables by name.
 
-``get_verifier("math", timeout=5.0, fallback="last_number")`` returns a verifier whose
-``verify_batch(completions, golds)`` gives one :class:`~prefopt.online.types.VerifyResult` each.
+``get_verifier("math", timeout=5.0, fallback="last_number")`` returns a verifier (the
+:class:`~prefopt.verification.Verifier` protocol) whose ``verify_batch(completions, golds)`` gives
+one :class:`~prefopt.verification.VerifyResult` each.
 
 Answers and golds are read by :mod:`prefopt.online.answers` and compared by
 ``math_verify.verify`` (numbers, fractions, LaTeX, tuples, sets, intervals).
-:func:`verify_rollouts` applies the truncation policy: a rollout cut at the generation limit is
-``status="truncated"`` (incorrect, not checked) unless ``truncated="verify"``.
+:func:`prefopt.verification.verify_rollouts` applies the truncation policy: a rollout cut at the
+generation limit is ``status="truncated"`` (incorrect, not checked) unless ``truncated="verify"``.
 
 Hardening: sympy can hang on adversarial strings (``9^9^9^9``, ``1000000!``, deep nesting) and
 math-verify's own SIGALRM timeout only works in a main thread. So every check runs in a persistent
@@ -21,33 +22,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Literal, Protocol
 
 from typing_extensions import Self
 
 from prefopt.online.answers import Fallback, extract_answer, extract_gold
-from prefopt.online.types import VerifyResult
 from prefopt.online.verify_worker import SOFT_FRACTION, VerifierStartupError, Worker
+from prefopt.verification import Verifier, VerifyResult
 
 logger = logging.getLogger(__name__)
 
 CheckFn = Callable[[str, str], bool]
-Truncated = Literal["incorrect", "verify"]
-TRUNCATED_POLICIES: tuple[str, ...] = ("incorrect", "verify")
-
 
 
 # ---------------------------------------------------------------------------------- verifiers
-class Verifier(Protocol):
-    """What every verifier offers: batch and single verification, and ``close`` (also a context manager)."""
-
-    def verify_batch(self, completions: Sequence[str], golds: Sequence[str]) -> list[VerifyResult]: ...
-
-    def verify(self, completion: str, gold: str) -> VerifyResult: ...
-
-    def close(self) -> None: ...
-
-
 class IsolatedVerifier:
     """Runs a check in a persistent worker process with a per-item hard ``timeout`` (seconds).
 
@@ -222,30 +209,3 @@ def get_verifier(name: str = "math", *, timeout: float = 5.0, **hparams) -> Veri
     - a name given to :func:`register_verifier`: that callable in a worker, ``timeout`` per item.
     """
     return _factory(name, hparams)(timeout)
-
-
-# ----------------------------------------------------------------------------------- truncation policy
-def verify_rollouts(
-    verifier: Verifier,
-    completions: Sequence[str],
-    golds: Sequence[str],
-    finish_reasons: Sequence[str],
-    truncated: Truncated = "incorrect",
-) -> list[VerifyResult]:
-    """Verify rollouts under the truncation policy.
-
-    ``truncated="incorrect"`` (default): a rollout cut at the generation limit (``finish_reason ==
-    "length"``) is not checked and gets ``status="truncated"``, incorrect — LASER (score −1) and DLER
-    count cut-off outputs as wrong, and a last-number fallback would otherwise credit ``so \\boxed{18``
-    or a sentence cut after a number. ``"verify"`` checks truncated rollouts like finished ones.
-    """
-    if not len(completions) == len(golds) == len(finish_reasons):
-        raise ValueError(
-            f"verify_rollouts: {len(completions)} completions, {len(golds)} golds, {len(finish_reasons)} finish reasons"
-        )
-    if truncated not in TRUNCATED_POLICIES:
-        raise ValueError(f"verify_rollouts: truncated must be one of {TRUNCATED_POLICIES}, got {truncated!r}")
-    check = [i for i, f in enumerate(finish_reasons) if truncated == "verify" or f != "length"]
-    verdicts = dict(zip(check, verifier.verify_batch([completions[i] for i in check], [golds[i] for i in check])))
-    cut = VerifyResult(False, "truncated", None, "cut at the generation limit (verifier.truncated: incorrect)")
-    return [verdicts.get(i, cut) for i in range(len(completions))]

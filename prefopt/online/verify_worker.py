@@ -22,7 +22,7 @@ from functools import lru_cache
 from importlib import import_module
 
 from prefopt.online.answers import Fallback, extract_answer, extract_gold
-from prefopt.online.types import VerifyResult
+from prefopt.verification import VerifyResult
 
 _STARTUP_TIMEOUT_S = 120.0
 SOFT_FRACTION = 0.8  # in-worker interrupt at 0.8 x timeout; the hard kill comes at timeout

@@ -28,8 +28,9 @@ from prefopt.online.config import load_rounds_recipe
 from prefopt.online.pairs import build_pairs
 from prefopt.online.rewards import get_reward, score_rollouts
 from prefopt.online.rounds import RoundsRunner
-from prefopt.online.types import RewardState, Rollout, ScoredRollout, VerifyResult
+from prefopt.online.types import RewardState, Rollout, ScoredRollout
 from prefopt.sampling import PromptItem, SamplerStats, SamplingParams
+from prefopt.verification import VerifyResult
 
 MAX_NEW_TOKENS = 64
 TRAIN = [("q1", "Tom has 3 apples and buys 2. How many?", "5"),

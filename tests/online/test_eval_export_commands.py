@@ -146,6 +146,6 @@ def test_bad_inputs_are_one_line_errors(tiny_model_dir, tmp_path, capsys):
 
 def test_format_choices_match_the_formats():
     from prefopt.commands.eval import FORMAT_CHOICES
-    from prefopt.evaluate.model_eval import PROBLEM_FORMATS
+    from prefopt.online.model_eval import PROBLEM_FORMATS
 
     assert FORMAT_CHOICES == ("auto", *PROBLEM_FORMATS)

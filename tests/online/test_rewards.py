@@ -24,7 +24,8 @@ from prefopt.online.rewards import (
     triangular_length_reward,
     update_monitor,
 )
-from prefopt.online.types import RewardState, Rollout, ScoredRollout, VerifyResult
+from prefopt.online.types import RewardState, Rollout, ScoredRollout
+from prefopt.verification import VerifyResult
 
 
 def group(lengths, correct, finish=None, fmt=None, ids=None, pid="q") -> RolloutGroup:

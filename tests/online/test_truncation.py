@@ -12,7 +12,8 @@ from prefopt.online.pairs import build_pairs
 from prefopt.online.rewards import get_reward, score_rollouts
 from prefopt.online.rewards.base import _REGISTRY
 from prefopt.online.types import RewardState, Rollout
-from prefopt.online.verifier import get_verifier, verify_rollouts
+from prefopt.online.verifier import get_verifier
+from prefopt.verification import verify_rollouts
 
 BUILTIN = sorted(name for name, entry in _REGISTRY.items() if (entry.fn.__module__ or "").startswith("prefopt."))
 # hyperparameters under which each reward's length term binds on lengths 10..64

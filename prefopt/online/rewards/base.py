@@ -16,7 +16,8 @@ import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from prefopt.online.types import RewardState, Rollout, ScoredRollout, VerifyResult
+from prefopt.online.types import RewardState, Rollout, ScoredRollout
+from prefopt.verification import VerifyResult
 
 GroupScores = dict[str, list[float]]
 

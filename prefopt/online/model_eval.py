@@ -22,8 +22,8 @@ from prefopt.models import load_model, load_tokenizer, resolve
 from prefopt.online.problems import Problem, load_problems
 from prefopt.online.round_policy import EXPORT_INFO, load_round, parse_round
 from prefopt.online.sampler import make_sampler, resolve_engine
-from prefopt.online.verifier import Truncated, Verifier
 from prefopt.sampling import SamplingParams
+from prefopt.verification import Truncated, Verifier
 
 
 @dataclass(frozen=True)
