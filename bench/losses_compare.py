@@ -51,8 +51,8 @@ from losses_compare_report import generation_metrics, preference_metrics, read_t
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-DEFAULT_LOSSES = (  # run in this order (a run cut short has the first rows): one of each family, then the LD-DPO variants
-    "dpo",
+DEFAULT_LOSSES = (  # run in this order (a run cut short has the first rows): one of each family, the LD-DPO
+    "dpo",           # variants, then two of the zoo's length-aware additions (TRL's length-normalized DPO, ORPO)
     "ld_dpo:ld_alpha=0.5",
     "r_dpo:alpha=0.05",
     "simpo:beta=2.5,gamma_beta_ratio=0.55",
@@ -61,6 +61,8 @@ DEFAULT_LOSSES = (  # run in this order (a run cut short has the first rows): on
     "ld_dpo:ld_alpha=0.5,ld_on_reference=false",
     "ld_dpo:ld_alpha=0.2",
     "ld_dpo:ld_alpha=0.2,ld_on_reference=false",
+    "sigmoid_norm",
+    "orpo",
 )
 
 

@@ -60,7 +60,8 @@ VARIANTS: dict[str, list[str]] = {
 # Every variant: pairs ranked by the reward itself (the quickstart's correct_short_vs_incorrect would pick
 # the shortest correct answer whatever the reward says), problems revisited across rounds.
 COMMON = ["pairs={strategy: best_vs_worst}", "rounds.partition=epochs", "run.output_root=" + str(RUNS)]
-POOL_SIZE = 64  # problems in the shared training pool: 3 rounds x 32 prompts revisit half of them
+POOL_SIZE = 64  # default training pool: the quickstart's 3 rounds x 32 prompts revisit half of it
+STEP_SECONDS = ("sampling_seconds", "verify_seconds", "training_seconds", "eval_seconds")
 
 
 def training_pool(size: int) -> Path:
@@ -78,15 +79,23 @@ def run_variant(base: Path, name: str, seed: int, extra: list[str], pool: Path) 
     overrides = [*COMMON, *VARIANTS[name], f"problems.train={pool}", *extra, f"run.name={name}-seed{seed}",
                  f"rounds.seed={seed}", f"train.seed={42 + seed}"]
     command = [sys.executable, "-m", "prefopt", "rounds", str(base), *overrides, "--quiet"]
-    start = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"variant {name} (seed {seed}) failed:\n{done.stderr[-3000:]}")
-    root = RUNS / f"{name}-seed{seed}"
-    rounds = [json.loads(p.read_text()) for p in sorted(root.glob("round_*/metrics.json"))]
-    return {"variant": name, "seed": seed, "rounds": rounds, "seconds": time.perf_counter() - start,
-            "overrides": overrides}
+    result = read_variant(name, seed)
+    assert result is not None, f"{name}-seed{seed}: prefopt rounds exited 0 without metrics"
+    return {**result, "overrides": overrides}
+
+
+def read_variant(name: str, seed: int) -> dict[str, Any] | None:
+    """A run's rounds read back from its directory (``None`` if it has none); ``seconds`` sums the rounds'
+    own step timings (sampling, verification, training, evaluation), so a resumed run counts each step once."""
+    rounds = [json.loads(p.read_text()) for p in sorted((RUNS / f"{name}-seed{seed}").glob("round_*/metrics.json"))]
+    if not rounds:
+        return None
+    seconds = sum(r.get(key, 0.0) for r in rounds for key in STEP_SECONDS)
+    return {"variant": name, "seed": seed, "rounds": rounds, "seconds": seconds}
 
 
 def final_accuracy(result: dict[str, Any], eval_set: str) -> float:
@@ -145,10 +154,10 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write(results: list[dict[str, Any]], args: argparse.Namespace, started: float) -> None:
+def write(results: list[dict[str, Any]], args: argparse.Namespace, started: float | None) -> None:
     """Rewrite the raw JSON, the table and the plot with every run finished so far."""
-    report = {"base": str(args.base), "overrides": args.overrides, "pool": POOL_SIZE, "results": results,
-              "wall_minutes": (time.perf_counter() - started) / 60,
+    report = {"base": str(args.base), "overrides": args.overrides, "pool": args.pool, "results": results,
+              "wall_minutes": None if started is None else (time.perf_counter() - started) / 60,
               "load_average": os.getloadavg(), "cpus": os.cpu_count()}
     write_json(args.out, report)
     text = table(results)
@@ -165,13 +174,25 @@ def main() -> None:
                         help="run seed 1 too for variants whose last-round accuracy on --rank-set is within this many "
                         "points of the best (0: never)")
     parser.add_argument("--rank-set", default="test_oot", help="the evaluation set --second-seed-within ranks by")
+    parser.add_argument("--pool", type=int, default=POOL_SIZE, help="problems in the shared training pool "
+                        "(the first of data/arithmetic/train.jsonl); keep it below rounds x prompts_per_round so they recur")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: rebuild the outputs from the finished runs of --variants x --seeds (and seed 1)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides applied to every variant")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "rewards_compare.json")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "assets" / "rewards_pareto.png")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    pool = training_pool(POOL_SIZE)
+    if args.report_only:
+        found = [read_variant(name, seed) for seed in sorted({*args.seeds, 1}) for name in args.variants]
+        results = [r for r in found if r is not None]
+        if not results:
+            raise SystemExit(f"error: no finished runs under {RUNS}")
+        write(results, args, None)  # the runs' own step timings are in each result's "seconds"
+        print(table(results))
+        return
+    pool = training_pool(args.pool)
     results: list[dict[str, Any]] = []
     for seed in args.seeds:
         for name in args.variants:
