@@ -103,6 +103,7 @@ def plot(rows: list[dict[str, Any]], starts: dict[str, Any], path: Path, first_s
 
     markers = "osD^v<>pPX*h"
     index = {loss: i for i, loss in enumerate(dict.fromkeys(r["loss"] for r in rows))}  # same marker and colour per loss
+    colour = {loss: plt.cm.tab20((2 * i + i // 10) % 20) for loss, i in index.items()}  # dark shades first, then light
     fig, axes = plt.subplots(1, len(starts), figsize=(6.5 * len(starts), 4.8), squeeze=False)
     for ax, (name, start) in zip(axes[0], starts.items()):
         verified = "outcomes" in start
@@ -111,7 +112,7 @@ def plot(rows: list[dict[str, Any]], starts: dict[str, Any], path: Path, first_s
             y = g["verified"] if verified else r["test"]["accuracy"]
             ax.errorbar(g["length"]["mean"], y["rate"], yerr=[[y["rate"] - y["ci_low"]], [y["ci_high"] - y["rate"]]],
                         xerr=[[g["length"]["mean"] - g["length"]["ci_low"]], [g["length"]["ci_high"] - g["length"]["mean"]]],
-                        fmt=markers[index[r["loss"]] % len(markers)], color=plt.cm.tab10(index[r["loss"]] % 10), capsize=3,
+                        fmt=markers[index[r["loss"]] % len(markers)], color=colour[r["loss"]], capsize=3,
                         alpha=1.0 if r["seed"] == first_seed else 0.4, label=r["loss"] if r["seed"] == first_seed else None)
         ax.axvline(statistics.fmean(start["lengths"].values()), color="grey", ls="--", label="starting model length")
         if verified:
