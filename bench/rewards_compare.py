@@ -89,10 +89,15 @@ def run_variant(base: Path, name: str, seed: int, extra: list[str], pool: Path) 
 
 
 def read_variant(name: str, seed: int) -> dict[str, Any] | None:
-    """A run's rounds read back from its directory (``None`` if it has none); ``seconds`` sums the rounds'
-    own step timings (sampling, verification, training, evaluation), so a resumed run counts each step once."""
-    rounds = [json.loads(p.read_text()) for p in sorted((RUNS / f"{name}-seed{seed}").glob("round_*/metrics.json"))]
-    if not rounds:
+    """A finished run's rounds read back from its directory (``None`` if it has not finished every round of its
+    recipe); ``seconds`` sums the rounds' own step timings (sampling, verification, training, evaluation), so a
+    resumed run counts each step once."""
+    root = RUNS / f"{name}-seed{seed}"
+    if not (root / "manifest.json").is_file():
+        return None
+    count = json.loads((root / "manifest.json").read_text())["recipe"]["rounds"]["count"]
+    rounds = [json.loads(p.read_text()) for p in sorted(root.glob("round_*/metrics.json"))]
+    if len(rounds) < count + 1:
         return None
     seconds = sum(r.get(key, 0.0) for r in rounds for key in STEP_SECONDS)
     return {"variant": name, "seed": seed, "rounds": rounds, "seconds": seconds}

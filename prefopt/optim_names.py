@@ -3,8 +3,9 @@
 ``optim.optimizer`` is ``TrainingArguments.optim`` (``transformers.training_args.OptimizerNames``),
 ``optim.scheduler`` is ``lr_scheduler_type`` (``transformers.trainer_utils.SchedulerType``). Recipes
 are validated against these tuples so that ``--dry-run`` does not pay for importing transformers;
-``tests/test_config.py`` pins them to the installed transformers' enums, so a release that adds or
-removes a name fails CI until the tuples here follow it. Taken from transformers 5.24.
+``tests/test_config.py`` checks that every name here is one the installed transformers accepts, so a
+release that drops a name fails CI; a name a newer release adds is refused until it is added here.
+Taken from transformers 5.24.
 """
 
 from __future__ import annotations
