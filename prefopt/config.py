@@ -181,8 +181,8 @@ class LossConfig(Section):
 class OptimConfig(Section):
     """Optimizer and schedule (names are ``transformers`` ``optim`` / ``lr_scheduler_type`` values).
 
-    Names are checked at load against :mod:`prefopt.optim_names` (transformers' enums, which a
-    test keeps in step with the installed release), without importing transformers.
+    Names are checked at load against :mod:`prefopt.optim_names` (names transformers accepts; a
+    test checks each against the installed release), without importing transformers.
     """
 
     lr: float = Field(1e-6, gt=0)
