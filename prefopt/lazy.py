@@ -38,8 +38,11 @@ class LazyModule(types.ModuleType):
         return module
 
     def __getattr__(self, attribute: str) -> Any:
-        # only called for names not in the proxy's own __dict__ (__name__, __doc__ and _lazy_module are)
-        return getattr(self._load(), attribute)
+        # only called for names not yet in the proxy's own __dict__: each is looked up once, then kept there,
+        # so a loss's ``torch.sigmoid`` in a training step is a plain attribute read after the first call
+        value = getattr(self._load(), attribute)
+        self.__dict__[attribute] = value
+        return value
 
     def __dir__(self) -> list[str]:
         return dir(self._load())
