@@ -18,7 +18,7 @@ Each engine runs ``--repeats`` times; the JSON keeps every run, the median and t
 and the token positions the model computed (prefill + decode rows, padding included): generated
 tokens / positions is the useful share of the work, independent of how busy the machine is.
 
-    python bench/sampler_throughput.py --repeats 3 [--threads 1]
+    python bench/sampler_throughput.py --repeats 3 [--baseline-repeats 1] [--threads 1]
 """
 
 from __future__ import annotations
@@ -165,6 +165,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline-repeats", type=int, default=None,
+                        help="repeats of the engines other than new (default: --repeats); the old sampler takes minutes")
     parser.add_argument("--engines", nargs="+", default=["new", "old", "generate"],
                         choices=["new", "old", "generate", "transformers_cb"])
     parser.add_argument("--workloads", nargs="+", default=["sampling", "evaluation"], choices=["sampling", "evaluation"])
@@ -207,7 +209,8 @@ def main() -> None:
         items, params = workloads[workload]
         results[workload] = {}
         for engine in args.engines:
-            result = timed(lambda: engines[engine](items, params), args.repeats, limit, counter)
+            repeats = args.repeats if engine == "new" or args.baseline_repeats is None else args.baseline_repeats
+            result = timed(lambda: engines[engine](items, params), repeats, limit, counter)
             results[workload][engine] = result
             print(f"{workload:>10} {engine:>15}: {result['median_tokens_per_second']:6.1f} tokens/s "
                   f"({result['fraction_of_limit']:.0%} of the limit), {result['runs'][0]['generated_tokens']} tokens, "

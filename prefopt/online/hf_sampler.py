@@ -4,7 +4,9 @@ One batch (``params.batch_size`` prompts) at a time:
 
 1. **Prefill** each distinct prompt once, left-padded, with position ids counted over real tokens
    only (``cumsum(mask) - 1``, as ``generate`` does) and logits for the last position only; the
-   cache and the last logits are then repeated ``n`` times, one row per sample.
+   leading tokens every prompt of the batch shares (the chat template's system prompt) are computed
+   once. The cache and the last logits are then repeated ``n`` times, one row per sample. The cache
+   writes each step in place (:mod:`prefopt.online.kv_cache`) instead of concatenating.
 2. **Decode**: each step picks every running row's next token (:mod:`prefopt.online.decoding`:
    greedy, or a per-rollout random stream), and rows that emitted EOS or reached
    ``max_new_tokens`` finish. Finished rows are dropped from the batch, the attention mask and the
@@ -26,16 +28,30 @@ from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prefopt.online.completions import eos_ids, make_rollouts, render_prompt
 from prefopt.online.decoding import row_uniforms, select_tokens
+from prefopt.online.kv_cache import preallocated_cache
 from prefopt.online.types import FinishReason, Rollout
 from prefopt.sampling import PromptItem, SamplerStats, SamplingParams
 
 logger = logging.getLogger(__name__)
 
 COMPACT_FRACTION = 8  # drop finished rows once they are >= 1/COMPACT_FRACTION of the batch
+MIN_SHARED_PREFIX = 8  # prefill a batch's common leading tokens once when there are at least this many
+
+
+def shared_prefix_length(encoded: Sequence[Sequence[int]]) -> int:
+    """Leading tokens common to every prompt, leaving each prompt at least one token of its own
+    (the last prompt token's logits start the decode)."""
+    limit = min(len(ids) for ids in encoded) - 1
+    first = encoded[0]
+    for position in range(max(limit, 0)):
+        token = first[position]
+        if any(ids[position] != token for ids in encoded):
+            return position
+    return max(limit, 0)
 
 
 class HFSampler:
@@ -80,18 +96,33 @@ class HFSampler:
         logger.info("sampled %d rollouts, %d tokens at %.1f tokens/s", len(rollouts), tokens, stats.tokens_per_second)
         return rollouts, stats
 
-    def _prefill(self, batch: Sequence[PromptItem], n: int):
-        """Left-padded forward over the prompts; returns last logits, cache, mask and next positions, ``n`` rows each."""
+    def _prefill(self, batch: Sequence[PromptItem], params: SamplingParams):
+        """Left-padded forward over the prompts; returns last logits, cache, mask and next positions, ``n`` rows each.
+
+        The prompts' shared leading tokens (the chat template's system prompt, the instruction) are
+        computed once, at batch size 1, and the cache repeated for every prompt before the rest of each
+        prompt is prefilled; its rows are then laid out as ``[shared prefix][padding][own tokens]``.
+        """
         device = next(self.model.parameters()).device
         encoded = [render_prompt(self.tokenizer, item.prompt) for item in batch]
-        width = max(len(ids) for ids in encoded)
+        shared = shared_prefix_length(encoded) if len(encoded) > 1 else 0
+        if shared < MIN_SHARED_PREFIX:
+            shared = 0
+        width = max(len(ids) for ids in encoded) - shared
+        cache = preallocated_cache(self.model.config, shared + width + params.max_new_tokens)
+        if shared:
+            prefix = torch.tensor([encoded[0][:shared]], device=device)
+            self.model(input_ids=prefix, use_cache=True, logits_to_keep=1, **{self._cache_name: cache})
+            cache.batch_repeat_interleave(len(encoded))
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], device=device)
-        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp_(min=0)
-        cache = DynamicCache(config=self.model.config)
+        rest = [ids[shared:] for ids in encoded]
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in rest], device=device)
+        own = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rest], device=device)
+        positions = (shared + own.cumsum(-1) - 1).clamp_(min=0)
+        mask = torch.cat([own.new_ones(len(rest), shared), own], dim=1)
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                          logits_to_keep=1, **{self._cache_name: cache})
+        n = params.n
         if n > 1:
             cache.batch_repeat_interleave(n)
         next_positions = torch.tensor([len(ids) for ids in encoded], device=device).repeat_interleave(n)
@@ -103,7 +134,7 @@ class HFSampler:
         """Completions of one batch: ``[prompt][sample] -> (ids, finish_reason)``; ``report(finished, tokens)``
         is called after every step with the rollouts that finished and the tokens generated in it."""
         stop = eos_ids(self.model, self.tokenizer)
-        logits, cache, mask, positions = self._prefill(batch, params.n)
+        logits, cache, mask, positions = self._prefill(batch, params)
         keys = [(item.id, j) for item in batch for j in range(params.n)]
         generated: list[list[int]] = [[] for _ in keys]
         finish: list[FinishReason | None] = [None] * len(keys)
