@@ -109,8 +109,11 @@ def final_accuracy(result: dict[str, Any], eval_set: str) -> float:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    """Markdown: per evaluation set, one row per (variant, seed) — the last round against round 0."""
+    """Markdown: per evaluation set, one row per (variant, seed) — the last round against round 0 — and, for a
+    variant run with several seeds, a row of their means (the range of the accuracies in brackets)."""
     sets = list(results[0]["rounds"][0]["sets"])
+    order = list(VARIANTS)
+    results = sorted(results, key=lambda r: (order.index(r["variant"]), r["seed"]))
     header = ("| reward | seed | accuracy % [95% CI] | Δ vs round 0 (pts) [95% CI], p | mean len (round 0) | Δ len | "
               "truncated % | pairs/round | minutes |")
     lines = []
@@ -119,16 +122,35 @@ def table(results: list[dict[str, Any]]) -> str:
         for result in results:
             rows = result["rounds"]
             last, first = rows[-1]["sets"][name], rows[0]["sets"][name]
-            pairs = statistics.fmean(r["pairs"] for r in rows[1:])
             lines.append(
                 f"| {result['variant']} | {result['seed']} | {100 * last['accuracy']:.1f} "
                 f"[{100 * last['ci_low']:.1f}, {100 * last['ci_high']:.1f}] | "
                 f"{100 * last['accuracy_diff_vs_round0']:+.1f} [{100 * last['diff_ci_low']:+.1f}, "
                 f"{100 * last['diff_ci_high']:+.1f}], p={last['diff_p_value']:.2g} | {last['mean_length']:.1f} "
                 f"({first['mean_length']:.1f}) | {100 * last['length_change_vs_round0']:+.0f}% | "
-                f"{100 * last['truncation_rate']:.1f} | {pairs:.1f} | {result['seconds'] / 60:.1f} |"
+                f"{100 * last['truncation_rate']:.1f} | {pairs_per_round(result):.1f} | {result['seconds'] / 60:.1f} |"
             )
+            seeds = [r for r in results if r["variant"] == result["variant"]]
+            if len(seeds) > 1 and result is seeds[-1]:
+                lines.append(mean_row(seeds, name))
     return "\n".join(lines).strip()
+
+
+def pairs_per_round(result: dict[str, Any]) -> float:
+    return statistics.fmean(r["pairs"] for r in result["rounds"][1:])
+
+
+def mean_row(seeds: list[dict[str, Any]], name: str) -> str:
+    """The means over one variant's seeds on evaluation set ``name`` (no interval: the seeds share the problems)."""
+    last = [r["rounds"][-1]["sets"][name] for r in seeds]
+    accuracies = [100 * m["accuracy"] for m in last]
+    mean = lambda key, scale=1.0: statistics.fmean(scale * m[key] for m in last)  # noqa: E731
+    return (f"| **{seeds[0]['variant']}** | **mean of {len(seeds)}** | **{statistics.fmean(accuracies):.1f}** "
+            f"({min(accuracies):.0f}–{max(accuracies):.0f}) | **{mean('accuracy_diff_vs_round0', 100):+.1f}** | "
+            f"**{mean('mean_length'):.1f}** ({seeds[0]['rounds'][0]['sets'][name]['mean_length']:.1f}) | "
+            f"**{mean('length_change_vs_round0', 100):+.0f}%** | {mean('truncation_rate', 100):.1f} | "
+            f"{statistics.fmean(pairs_per_round(r) for r in seeds):.1f} | "
+            f"{statistics.fmean(r['seconds'] for r in seeds) / 60:.1f} |")
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -148,9 +170,12 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
             color, marker = f"C{k % 10}", "os"[k // 10]
             ax.plot(xs, ys, "-", alpha=0.35, color=color)
             ax.plot(xs[-1:], ys[-1:], marker, color=color, label=result["variant"])
+            for other in (r for r in results if r["variant"] == result["variant"] and r is not result):
+                last = other["rounds"][-1]["sets"][name]
+                ax.plot([last["mean_length"]], [100 * last["accuracy"]], marker, color=color, fillstyle="none")
         ax.set_xlabel("mean completion length (tokens)")
         ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"{name}: over rounds (marker: last round)")
+        ax.set_title(f"{name}: over rounds (marker: last round; hollow: other seeds)")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, ncol=2)
     fig.tight_layout()

@@ -99,7 +99,7 @@ class HFSampler:
     def _prefill(self, batch: Sequence[PromptItem], params: SamplingParams):
         """Left-padded forward over the prompts; returns last logits, cache, mask and next positions, ``n`` rows each.
 
-        The prompts' shared leading tokens (the chat template's system prompt, the instruction) are
+        The prompts' shared leading tokens (the chat template's system prompt and role header) are
         computed once, at batch size 1, and the cache repeated for every prompt before the rest of each
         prompt is prefilled; its rows are then laid out as ``[shared prefix][padding][own tokens]``.
         """

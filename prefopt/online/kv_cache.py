@@ -29,7 +29,7 @@ class PreallocatedLayer(DynamicLayer):
         self.length = 0
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        self.device = key_states.device
+        self.dtype, self.device = key_states.dtype, key_states.device
         self._keys = key_states.new_empty(*key_states.shape[:2], self.capacity, key_states.shape[-1])
         self._values = value_states.new_empty(*value_states.shape[:2], self.capacity, value_states.shape[-1])
         self.is_initialized = True
@@ -71,11 +71,11 @@ class PreallocatedLayer(DynamicLayer):
         self.length = 0
         super().reset()
 
-    def crop(self, tokens_to_remove: int) -> None:
-        if tokens_to_remove > 0:
-            raise ValueError("PreallocatedLayer.crop takes the (negative) number of positions to remove")
+    def crop(self, *args, **kwargs) -> None:
+        """``DynamicLayer.crop`` (whose argument differs between transformers releases) on the views."""
         if self.is_initialized:
-            self.length = max(self.length + tokens_to_remove, 0)
+            super().crop(*args, **kwargs)
+            self.length = self.keys.shape[-2]
             self._expose()
 
     def batch_repeat_interleave(self, repeats: int) -> None:
