@@ -2,11 +2,12 @@
 
 Hugging Face's ``DynamicCache`` appends a decoding step with ``torch.cat``, which copies the whole
 cache of every layer on every step — at the quickstart's batches (100–192 rows, 70–200 positions)
-that copy is about an eighth of a decode step on CPU. :func:`preallocated_cache` returns a
-``DynamicCache`` whose full-attention layers are :class:`PreallocatedLayer`: one buffer per layer,
-sized for the prompt plus every token the decode may add, written at the next free position, and
-handed to attention as a view of the filled part (the same values ``cat`` would give, so
-decoding is unchanged to the bit). Sliding-window layers (Gemma 3) keep their own class.
+that copy is an eighth to a quarter of a decode step's CPU time (docs/benchmarks.md).
+:func:`preallocated_cache` returns a ``DynamicCache`` whose full-attention layers are
+:class:`PreallocatedLayer`: one buffer per layer, sized for the prompt plus every token the decode
+may add, written at the next free position, and handed to attention as a view of the filled part
+(the same values ``cat`` would give, so decoding is unchanged to the bit). Sliding-window layers
+(Gemma 3) keep their own class.
 """
 
 from __future__ import annotations
