@@ -144,7 +144,10 @@ def mean_row(seeds: list[dict[str, Any]], name: str) -> str:
     """The means over one variant's seeds on evaluation set ``name`` (no interval: the seeds share the problems)."""
     last = [r["rounds"][-1]["sets"][name] for r in seeds]
     accuracies = [100 * m["accuracy"] for m in last]
-    mean = lambda key, scale=1.0: statistics.fmean(scale * m[key] for m in last)  # noqa: E731
+
+    def mean(key: str, scale: float = 1.0) -> float:
+        return statistics.fmean(scale * m[key] for m in last)
+
     return (f"| **{seeds[0]['variant']}** | **mean of {len(seeds)}** | **{statistics.fmean(accuracies):.1f}** "
             f"({min(accuracies):.0f}–{max(accuracies):.0f}) | **{mean('accuracy_diff_vs_round0', 100):+.1f}** | "
             f"**{mean('mean_length'):.1f}** ({seeds[0]['rounds'][0]['sets'][name]['mean_length']:.1f}) | "
