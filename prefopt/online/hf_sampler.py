@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
 from typing import Callable, Sequence
 
@@ -45,13 +46,8 @@ MIN_SHARED_PREFIX = 8  # prefill a batch's common leading tokens once when there
 def shared_prefix_length(encoded: Sequence[Sequence[int]]) -> int:
     """Leading tokens common to every prompt, leaving each prompt at least one token of its own
     (the last prompt token's logits start the decode)."""
-    limit = min(len(ids) for ids in encoded) - 1
-    first = encoded[0]
-    for position in range(max(limit, 0)):
-        token = first[position]
-        if any(ids[position] != token for ids in encoded):
-            return position
-    return max(limit, 0)
+    common = os.path.commonprefix([list(ids) for ids in encoded])  # element-wise, so token lists work too
+    return max(min(len(common), min(len(ids) for ids in encoded) - 1), 0)
 
 
 class HFSampler:
